@@ -1,0 +1,347 @@
+"""Validated, keyword-only configuration dataclasses, loadable from TOML recipes.
+
+    from dni_dist.config import load_recipe
+    cfg = load_recipe("launch/mnist-sg.toml", overrides={"run.steps": "200", "credit.method": "bp"})
+
+A recipe has one table per section ([model], [split], [credit], [synthetic], [optim],
+[data], [run]); every field is optional and falls back to the defaults below. Overrides
+are "section.field" -> value strings (the CLI's `--set`), parsed by the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+METHODS = ("bp", "sg", "sg_beta", "fa", "dfa", "kb")
+"""Credit-assignment methods of an interface (DESIGN.md §1)."""
+
+MODEL_KINDS = ("linear", "deep-linear", "mlp")
+PLACEMENTS = ("none", "middle", "every", "even", "output", "explicit")
+SG_KINDS = ("linear", "mlp", "sigmoid")
+CONDITIONINGS = ("activation+label", "activation", "label")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and how to fix it."""
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {message}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
+    _check(value in allowed, name, f"got {value!r}, expected one of {', '.join(allowed)}")
+
+
+@dataclass(kw_only=True, frozen=True)
+class ModelConfig:
+    """The network before it is cut into stages. Input/output sizes come from the data."""
+
+    kind: str = "mlp"  # linear | deep-linear | mlp
+    depth: int = 6  # hidden layers (ignored by `linear`)
+    width: int = 512  # units per hidden layer
+    activation: str = "relu"  # relu | tanh (mlp only)
+    batch_norm: bool = True  # Linear -> BatchNorm -> activation, as in the paper's MNIST nets
+    loss: str = "ce"  # ce (softmax cross-entropy) | mse (mean over batch and outputs)
+
+    def __post_init__(self) -> None:
+        _one_of(self.kind, MODEL_KINDS, "model.kind")
+        _check(self.depth >= 0, "model.depth", f"must be >= 0, got {self.depth}")
+        _check(self.kind == "linear" or self.depth >= 1, "model.depth", f"{self.kind} needs depth >= 1")
+        _check(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
+        _one_of(self.activation, ("relu", "tanh"), "model.activation")
+        _one_of(self.loss, ("ce", "mse"), "model.loss")
+
+    @property
+    def num_layers(self) -> int:
+        """Layers the model is made of: the hidden ones plus the output layer."""
+        return 1 if self.kind == "linear" else self.depth + 1
+
+
+@dataclass(kw_only=True, frozen=True)
+class SplitConfig:
+    """Where interfaces sit. A cut k is the boundary after layer k (1-based); a cut equal to
+    the number of layers puts an interface between the output and the loss."""
+
+    placement: str = "middle"  # none | middle | every | even | output | explicit
+    stages: int = 2  # for `even`: number of stages (as `dni-launch --blocks`)
+    cuts: tuple[int, ...] = ()  # for `explicit`
+
+    def __post_init__(self) -> None:
+        _one_of(self.placement, PLACEMENTS, "split.placement")
+        _check(self.stages >= 1, "split.stages", f"must be >= 1, got {self.stages}")
+        _check(
+            self.placement != "explicit" or len(self.cuts) > 0,
+            "split.cuts",
+            "placement 'explicit' needs a non-empty list of cuts, e.g. cuts = [2, 4]",
+        )
+        _check(
+            list(self.cuts) == sorted(set(self.cuts)),
+            "split.cuts",
+            f"must be strictly increasing, got {list(self.cuts)}",
+        )
+
+    def resolve(self, num_layers: int) -> tuple[int, ...]:
+        """The cut positions for a model of `num_layers` layers."""
+        n = num_layers
+        if self.placement == "none":
+            return ()
+        if self.placement == "middle":
+            _check(n >= 2, "split.placement", "'middle' needs a model with at least 2 layers")
+            return (max(1, (n - 1) // 2),)
+        if self.placement == "every":
+            return tuple(range(1, n))
+        if self.placement == "output":
+            return (n,)
+        if self.placement == "even":
+            _check(
+                self.stages <= n,
+                "split.stages",
+                f"cannot cut a {n}-layer model into {self.stages} stages; lower stages or raise model.depth",
+            )
+            return tuple(round(i * n / self.stages) for i in range(1, self.stages))
+        bad = [c for c in self.cuts if not 1 <= c <= n]
+        _check(not bad, "split.cuts", f"cuts {bad} are outside 1..{n} for a {n}-layer model")
+        return self.cuts
+
+
+@dataclass(kw_only=True, frozen=True)
+class CreditConfig:
+    """Credit-assignment method per interface (DESIGN.md §1)."""
+
+    method: str = "sg"  # used by every interface not named in `per_interface`
+    per_interface: tuple[str, ...] = ()  # optional: one method per interface, in order
+    beta: float = 1.0  # weight of the SG-loss gradient for sg_beta ("conspiring" SG)
+    feedback_scale: float = 1.0  # scale of DFA's fixed random feedback matrices
+
+    def __post_init__(self) -> None:
+        _one_of(self.method, METHODS, "credit.method")
+        for i, m in enumerate(self.per_interface):
+            _one_of(m, METHODS, f"credit.per_interface[{i}]")
+        _check(self.beta >= 0, "credit.beta", f"must be >= 0, got {self.beta}")
+        _check(self.feedback_scale > 0, "credit.feedback_scale", "must be > 0")
+
+    def methods(self, num_interfaces: int) -> tuple[str, ...]:
+        if not self.per_interface:
+            return (self.method,) * num_interfaces
+        _check(
+            len(self.per_interface) == num_interfaces,
+            "credit.per_interface",
+            f"lists {len(self.per_interface)} methods but the split has {num_interfaces} interfaces",
+        )
+        return self.per_interface
+
+
+@dataclass(kw_only=True, frozen=True)
+class SyntheticConfig:
+    """The synthetic-gradient module of every `sg`/`sg_beta` interface."""
+
+    kind: str = "linear"  # linear (zero-init) | mlp | sigmoid (σ(linear) − y, for log loss at the output)
+    conditioning: str = "activation+label"  # activation+label (cDNI) | activation | label
+    hidden: int = 1024  # mlp: units per hidden layer
+    layers: int = 2  # mlp: hidden layers
+    optimizer: str = "adam"
+    lr: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _one_of(self.kind, SG_KINDS, "synthetic.kind")
+        _one_of(self.conditioning, CONDITIONINGS, "synthetic.conditioning")
+        _check(self.hidden >= 1, "synthetic.hidden", "must be >= 1")
+        _check(self.layers >= 1, "synthetic.layers", "must be >= 1")
+        _one_of(self.optimizer, ("adam", "sgd"), "synthetic.optimizer")
+        _check(self.lr > 0, "synthetic.lr", f"must be > 0, got {self.lr}")
+        _check(
+            self.kind != "sigmoid" or self.conditioning == "activation+label",
+            "synthetic.conditioning",
+            "the sigmoid head predicts σ(hA + yC + b) − y and needs activation+label",
+        )
+
+
+@dataclass(kw_only=True, frozen=True)
+class OptimConfig:
+    """Optimizer of every block (each stage has its own instance)."""
+
+    name: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd only
+    schedule: str = "constant"  # constant | cosine (decays to lr * min_lr_factor at run.steps)
+    min_lr_factor: float = 0.0
+    weight_decay: float = 0.0  # L2 penalty coefficient (added to the gradient)
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, ("adam", "sgd"), "optim.name")
+        _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        _check(0 <= self.momentum < 1, "optim.momentum", "must be in [0, 1)")
+        _one_of(self.schedule, ("constant", "cosine"), "optim.schedule")
+        _check(0 <= self.min_lr_factor <= 1, "optim.min_lr_factor", "must be in [0, 1]")
+        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+
+
+@dataclass(kw_only=True, frozen=True)
+class DataConfig:
+    """What to train on. Artificial sets are named <labels><dim>, e.g. linear2, noisy100, random2."""
+
+    name: str = "mnist"  # mnist | grid2 | {linear,noisy,random}{2,100,...}
+    batch_size: int = 128  # 0 = full batch
+    data_dir: str = "~/.cache/dni_dist/mnist"  # IDX files; the bundled subset is the fallback
+    download: bool = True  # fetch IDX files when missing (and the network allows)
+    mirror: str = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    subset: bool = False  # force the bundled 5,000-image subset even if full MNIST is present
+
+    def __post_init__(self) -> None:
+        from dni_dist.data import parse_dataset_name  # late import: data imports config
+
+        try:
+            parse_dataset_name(self.name)
+        except ValueError as e:
+            raise ConfigError(f"data.name: {e}") from None
+        _check(self.batch_size >= 0, "data.batch_size", "must be >= 0 (0 = full batch)")
+
+
+@dataclass(kw_only=True, frozen=True)
+class RunConfig:
+    steps: int = 500
+    seed: int = 0
+    eval_every: int = 0  # evaluate on the test split every N steps (0 = only at the end)
+    device: str = "cpu"
+    threads: int = 0  # torch intra-op threads (0 = leave torch's default)
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "run.steps", f"must be >= 1, got {self.steps}")
+        _check(self.eval_every >= 0, "run.eval_every", "must be >= 0")
+        _check(self.threads >= 0, "run.threads", "must be >= 0")
+
+
+@dataclass(kw_only=True, frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    credit: CreditConfig = field(default_factory=CreditConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        cuts = self.split.resolve(self.model.num_layers)
+        methods = self.credit.methods(len(cuts))
+        _check(
+            self.synthetic.kind != "sigmoid"
+            or all(m not in ("sg", "sg_beta") or c == self.model.num_layers for m, c in zip(methods, cuts)),
+            "synthetic.kind",
+            "the sigmoid head predicts ∂L/∂logits and only fits an interface at the output "
+            "(split.placement = 'output')",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTION_TYPES = {
+    "model": ModelConfig,
+    "split": SplitConfig,
+    "credit": CreditConfig,
+    "synthetic": SyntheticConfig,
+    "optim": OptimConfig,
+    "data": DataConfig,
+    "run": RunConfig,
+}
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Convert a TOML value or a CLI string to the type a field declares."""
+    hint = annotation
+    if isinstance(hint, str):
+        hint = eval(hint, {"tuple": tuple, "int": int, "str": str, "float": float, "bool": bool})  # noqa: S307
+    origin = typing.get_origin(hint)
+    if origin in (tuple,):
+        (item, _) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item, name) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value.strip()
+    except ValueError:
+        raise ConfigError(f"{name}: cannot read {value!r} as {hint.__name__}") from None
+    raise ConfigError(f"{name}: unsupported field type {hint!r}")  # pragma: no cover
+
+
+def _build_section(section: str, values: Mapping[str, Any]) -> Any:
+    cls = _SECTION_TYPES[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{section}.{key}: unknown field; {section} has {', '.join(sorted(fields))}"
+            )
+        kwargs[key] = _coerce(value, fields[key].type, f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(
+    tree: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Build a TrainConfig from nested mappings, then apply "section.field" overrides."""
+    merged: dict[str, dict[str, Any]] = {s: {} for s in _SECTION_TYPES}
+    for section, values in tree.items():
+        if section not in _SECTION_TYPES:
+            raise ConfigError(f"{section}: unknown section; expected {', '.join(_SECTION_TYPES)}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{section}: expected a table of fields, got {values!r}")
+        merged[section].update(values)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in _SECTION_TYPES or not key:
+            raise ConfigError(f"{dotted}: overrides are 'section.field', sections: {', '.join(_SECTION_TYPES)}")
+        merged[section][key] = value
+    return TrainConfig(**{s: _build_section(s, v) for s, v in merged.items()})
+
+
+def load_recipe(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Load a TOML recipe (or the defaults when `path` is None) and apply overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"recipe {p}: no such file (recipes live in launch/*.toml)")
+        try:
+            tree = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"recipe {p}: not valid TOML: {e}") from None
+    return config_from_dict(tree, overrides)

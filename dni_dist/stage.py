@@ -1,0 +1,299 @@
+"""One stage of a decoupled network: its block, optimizer, outgoing interface and step logic.
+
+    stage = Stage(spec, block, optim=OptimConfig(), synthetic=SyntheticConfig(), total_steps=500)
+    out = stage.forward(step, x, y)      # -> [activation, maybe gradient / output error]
+    out = stage.receive(gradient_msg)     # -> [maybe gradient upstream]
+
+The stage never touches sockets: it consumes and returns `Message`s, so the in-process
+trainer and the ZeroMQ worker drive the very same code (DESIGN.md §2).
+
+[Note: what each method of the outgoing interface does]
+Let h = f_i(x) be this stage's output, N the batch size, and g the signal that updates θ_i
+(h.backward(g)); x.grad = J_iᵀ g is then what goes back upstream as the previous interface's
+target, for the methods that want one (bp, fa, sg, sg_beta).
+- sg:      g = SG(h, y)/N at once (update-unlocked). When δ = target for this step arrives,
+           SG takes one step on mse(SG(h, y), N·δ) (the per-example gradient).
+- sg_beta: waits for δ; g = SG(h, y)/N + β·∂mse(SG(h, y), N·δ)/∂h (conspiring SG).
+- bp, fa:  waits for δ from the next stage; g = δ. (fa changes how the *next* stage computes
+           δ: its linear layers send errors back through fixed random matrices.)
+- dfa, kb: waits for the output error e broadcast by the last stage; g = e·B.
+- last stage: g = ∂L/∂h from the loss; broadcasts e = g when any interface is dfa/kb.
+The Jacobian sent upstream is always taken before this stage's optimizer step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dni_dist.config import OptimConfig, SyntheticConfig
+from dni_dist.feedback import direct_feedback_matrix, to_feedback_alignment
+from dni_dist.losses import accuracy, get_loss
+from dni_dist.messages import Kind, Message
+from dni_dist.synthetic import SyntheticGradient
+
+log = logging.getLogger(__name__)
+
+TARGET_METHODS = frozenset({"bp", "fa", "sg", "sg_beta"})
+"""Interface methods whose upstream stage needs a gradient back from the downstream stage."""
+DIRECT_METHODS = frozenset({"dfa", "kb"})
+"""Interface methods driven by the broadcast output error."""
+
+
+class ProtocolError(ValueError):
+    """A message this stage cannot use (wrong kind for its method, unknown or duplicate step,
+    wrong shape). The caller counts and drops it; the stage's state is unchanged."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageSpec:
+    index: int
+    num_stages: int
+    in_method: str | None  # method of the interface above this stage's input (None for stage 0)
+    out_method: str | None  # method of the interface on this stage's output (None for the last)
+    in_dim: int
+    out_dim: int
+    num_classes: int
+    loss: str = "ce"
+    beta: float = 0.0
+    feedback_scale: float = 1.0
+    broadcast_error: bool = False  # last stage: send e = ∂L/∂ŷ to dfa/kb stages
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.num_stages - 1
+
+    @property
+    def sends_gradient(self) -> bool:
+        """Whether this stage returns J_iᵀ g to the previous stage."""
+        return self.in_method in TARGET_METHODS
+
+
+@dataclass
+class _Pending:
+    """A forward step whose update or SG target has not arrived yet."""
+
+    x: torch.Tensor | None  # input leaf (with grad) when a gradient must go upstream
+    h: torch.Tensor  # output; still attached to the graph while the update is pending
+    y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SGRecord:
+    step: int
+    lag: int  # steps this stage had run past `step` when the target arrived
+    loss: float  # mse(SG(h, y), N·δ) before the SG update
+    cosine: float  # between SG(h, y) and N·δ, over the whole batch
+
+
+@dataclass
+class StageStats:
+    updates: int = 0
+    waits: Counter[str] = field(default_factory=Counter)  # update count by what it waited for
+    sg: list[SGRecord] = field(default_factory=list)
+    train: list[tuple[int, float, float]] = field(default_factory=list)  # last stage: (step, loss, acc)
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: OptimConfig, total_steps: int, step: int) -> float:
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min(step, total_steps) / max(1, total_steps)
+    return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Stage:
+    def __init__(
+        self,
+        spec: StageSpec,
+        block: nn.Module,
+        *,
+        optim: OptimConfig,
+        synthetic: SyntheticConfig,
+        total_steps: int,
+        seed: int,
+    ) -> None:
+        self.spec = spec
+        self.block = block
+        self.prefix = f"[block {spec.index}]"
+        generator = torch.Generator().manual_seed(seed * 1009 + spec.index)
+        if spec.in_method == "fa" or (spec.index == 0 and spec.out_method == "fa"):
+            n = to_feedback_alignment(block, generator)
+            log.debug("%s feedback alignment on %d linear layers", self.prefix, n)
+        params = [p for p in block.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(params, optim) if params else None
+        self.scheduler = (
+            torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(optim, total_steps, s))
+            if self.optimizer is not None
+            else None
+        )
+        self.sg: SyntheticGradient | None = None
+        self.sg_optimizer: torch.optim.Optimizer | None = None
+        if spec.out_method in ("sg", "sg_beta"):
+            self.sg = SyntheticGradient(
+                kind=synthetic.kind,
+                conditioning=synthetic.conditioning,
+                act_dim=spec.out_dim,
+                label_dim=spec.num_classes,
+                hidden=synthetic.hidden,
+                layers=synthetic.layers,
+            )
+            sg_cfg = OptimConfig(name=synthetic.optimizer, lr=synthetic.lr)
+            self.sg_optimizer = make_optimizer(list(self.sg.parameters()), sg_cfg)
+        self.feedback: torch.Tensor | None = None
+        if spec.out_method in DIRECT_METHODS:
+            self.feedback = direct_feedback_matrix(
+                spec.out_method,
+                num_outputs=spec.num_classes,
+                dim=spec.out_dim,
+                generator=generator,
+                scale=spec.feedback_scale,
+            )
+        self.loss_fn = get_loss(spec.loss)
+        self.pending: OrderedDict[int, _Pending] = OrderedDict()
+        self.last_step = -1  # latest step forwarded
+        self.stats = StageStats()
+
+    # -- scheduling -------------------------------------------------------------------------
+    @property
+    def ready_for_forward(self) -> bool:
+        """False while a locked update (bp/fa/sg_beta/dfa/kb) of an earlier step is outstanding:
+        the next forward would run on weights that are about to change under a live graph."""
+        return self.spec.out_method in (None, "sg") or not self.pending
+
+    @property
+    def awaiting(self) -> Kind | None:
+        """The message kind this stage needs before it can update, if any."""
+        if not self.pending or self.spec.out_method == "sg":
+            return None
+        return Kind.OUTPUT_ERROR if self.spec.out_method in DIRECT_METHODS else Kind.GRADIENT
+
+    # -- events -----------------------------------------------------------------------------
+    def forward(self, step: int, x: torch.Tensor, y: torch.Tensor) -> list[Message]:
+        """Run the block on a training batch (the data at stage 0, a received activation after)."""
+        spec = self.spec
+        if not self.ready_for_forward:
+            raise ProtocolError(
+                f"{self.prefix} step {step}: forward while the update of step "
+                f"{next(iter(self.pending))} still waits for its {self.awaiting and self.awaiting.value}"
+            )
+        if step <= self.last_step:
+            raise ProtocolError(f"{self.prefix} step {step}: already forwarded step {self.last_step}")
+        if x.dim() != 2 or x.shape[1] != spec.in_dim or y.shape != (x.shape[0], spec.num_classes):
+            raise ProtocolError(
+                f"{self.prefix} step {step}: expected input [N, {spec.in_dim}] and labels "
+                f"[N, {spec.num_classes}], got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        self.last_step = step
+        self.block.train()
+        needs_x_grad = spec.index > 0 and spec.sends_gradient
+        x = x.detach().requires_grad_(needs_x_grad)
+        with torch.enable_grad():
+            h = self.block(x)
+        if spec.is_last:
+            return self._finish_last(step, x if needs_x_grad else None, h, y)
+        out = [Message(Kind.ACTIVATION, step, spec.index, h.detach(), y)]
+        if spec.out_method == "sg":
+            assert self.sg is not None
+            with torch.no_grad():
+                g = self.sg(h.detach(), y) / h.shape[0]
+            out += self._update(step, x if needs_x_grad else None, h, g, waited=None)
+            self.pending[step] = _Pending(None, h.detach(), y)
+        else:
+            self.pending[step] = _Pending(x if needs_x_grad else None, h, y)
+        return out
+
+    def receive(self, msg: Message) -> list[Message]:
+        """Apply a gradient (target) or output error for an earlier forward step."""
+        spec = self.spec
+        expected = self.awaiting if spec.out_method != "sg" else Kind.GRADIENT
+        if spec.out_method is None or msg.kind is not expected:
+            raise ProtocolError(
+                f"{self.prefix} cannot use {msg.describe()}: interface method is {spec.out_method}"
+            )
+        entry = self.pending.get(msg.step)
+        if entry is None:
+            raise ProtocolError(f"{self.prefix} {msg.describe()}: no forward pending for that step")
+        want = (entry.h.shape[0], spec.num_classes) if msg.kind is Kind.OUTPUT_ERROR else tuple(entry.h.shape)
+        if tuple(msg.tensor.shape) != want:
+            raise ProtocolError(f"{self.prefix} {msg.describe()}: expected shape {want} for step {msg.step}")
+        del self.pending[msg.step]
+        if msg.kind is Kind.OUTPUT_ERROR:
+            assert self.feedback is not None
+            return self._update(msg.step, entry.x, entry.h, msg.tensor @ self.feedback, waited="output_error")
+        if spec.out_method == "sg":
+            self._train_sg(msg.step, entry.h, entry.y, msg.tensor, beta=None)
+            return []
+        if spec.out_method == "sg_beta":
+            g = self._train_sg(msg.step, entry.h, entry.y, msg.tensor, beta=spec.beta)
+            return self._update(msg.step, entry.x, entry.h, g, waited="gradient")
+        return self._update(msg.step, entry.x, entry.h, msg.tensor, waited="gradient")
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        self.block.eval()
+        return self.block(x)  # type: ignore[no-any-return]
+
+    # -- internals --------------------------------------------------------------------------
+    def _finish_last(self, step: int, x: torch.Tensor | None, h: torch.Tensor, y: torch.Tensor) -> list[Message]:
+        with torch.enable_grad():
+            if not h.requires_grad:  # an empty (identity) last stage whose input needs no grad
+                h = h.detach().requires_grad_(True)
+            loss = self.loss_fn(h, y)
+            (g,) = torch.autograd.grad(loss, h, retain_graph=True)
+        self.stats.train.append((step, float(loss.detach()), accuracy(h.detach(), y)))
+        out = self._update(step, x, h, g, waited=None)
+        if self.spec.broadcast_error:
+            out.append(Message(Kind.OUTPUT_ERROR, step, self.spec.index, g.detach()))
+        return out
+
+    def _update(
+        self, step: int, x: torch.Tensor | None, h: torch.Tensor, g: torch.Tensor, *, waited: str | None
+    ) -> list[Message]:
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        if h.requires_grad:
+            h.backward(g.detach())
+        out: list[Message] = []
+        if x is not None:
+            grad = x.grad if x.grad is not None else torch.zeros_like(x)
+            out.append(Message(Kind.GRADIENT, step, self.spec.index, grad.detach()))
+        if self.optimizer is not None and self.scheduler is not None:
+            self.optimizer.step()
+            self.scheduler.step()
+        self.stats.updates += 1
+        self.stats.waits[waited or "none"] += 1
+        return out
+
+    def _train_sg(
+        self, step: int, h: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, *, beta: float | None
+    ) -> torch.Tensor:
+        """One SG optimizer step towards the per-example target N·δ; with `beta`, also return
+        the conspiring update signal SG/N + β·∂loss/∂h for the block."""
+        assert self.sg is not None and self.sg_optimizer is not None
+        n = h.shape[0]
+        target = delta.detach() * n  # the target is a constant: never backprop into it
+        h_leaf = h.detach().requires_grad_(beta is not None)
+        with torch.enable_grad():
+            pred = self.sg(h_leaf, y)
+            sg_loss = F.mse_loss(pred, target)
+            self.sg_optimizer.zero_grad(set_to_none=True)
+            sg_loss.backward()
+        cosine = float(F.cosine_similarity(pred.detach().flatten(), target.flatten(), dim=0))
+        self.stats.sg.append(SGRecord(step, self.last_step - step, float(sg_loss.detach()), cosine))
+        self.sg_optimizer.step()
+        if beta is None:
+            return pred.detach() / n
+        assert h_leaf.grad is not None
+        return pred.detach() / n + beta * h_leaf.grad

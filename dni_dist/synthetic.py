@@ -1,0 +1,99 @@
+"""Synthetic-gradient modules: predict the per-example gradient ∂ℓ/∂h from (h, y).
+
+    sg = SyntheticGradient(kind="linear", conditioning="activation+label", act_dim=512, label_dim=10)
+    s = sg(h, y)            # [N, 512]; zero for a fresh linear module
+
+- linear: SG(h, y) = h·A + y·C + b with A, C, b initialised to zero (the paper's choice: a
+  fresh SG predicts 0 and leaves the block below unchanged).
+- mlp: ReLU hidden layers, the output layer zero-initialised (also starts at 0).
+- sigmoid: SG(z, y) = σ(z·A + y·C + b) − y, for log loss at the output (paper §4). It models
+  ∂L/∂logits = p − y, whose linear fit fails on separable data; it needs dim(h) = dim(y).
+
+Conditioning picks the inputs: activation+label (cDNI), activation only, or label only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SyntheticGradient(nn.Module):
+    def __init__(
+        self,
+        *,
+        kind: str,
+        conditioning: str,
+        act_dim: int,
+        label_dim: int,
+        hidden: int = 1024,
+        layers: int = 2,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.use_h = conditioning in ("activation+label", "activation")
+        self.use_y = conditioning in ("activation+label", "label")
+        if kind == "sigmoid" and act_dim != label_dim:
+            raise ValueError(
+                f"the sigmoid SG head predicts σ(·) − y and needs activation width ({act_dim}) == "
+                f"label width ({label_dim}); use it at the output interface (split.placement = 'output')"
+            )
+        if kind in ("linear", "sigmoid"):
+            self.A = nn.Parameter(torch.zeros(act_dim, act_dim)) if self.use_h else None
+            self.C = nn.Parameter(torch.zeros(label_dim, act_dim)) if self.use_y else None
+            self.b = nn.Parameter(torch.zeros(act_dim))
+            self.mlp: nn.Sequential | None = None
+        elif kind == "mlp":
+            in_dim = (act_dim if self.use_h else 0) + (label_dim if self.use_y else 0)
+            parts: list[nn.Module] = []
+            for _ in range(layers):
+                parts += [nn.Linear(in_dim, hidden), nn.ReLU()]
+                in_dim = hidden
+            out = nn.Linear(in_dim, act_dim)
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+            self.mlp = nn.Sequential(*parts, out)
+            self.A = self.C = None
+            self.b = None
+        else:
+            raise ValueError(f"unknown SG kind {kind!r}; expected linear, mlp or sigmoid")
+
+    def _linear(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        assert self.b is not None
+        out = self.b.expand(h.shape[0], -1)
+        if self.A is not None:
+            out = out + h @ self.A
+        if self.C is not None:
+            out = out + y @ self.C
+        return out
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.mlp is not None:
+            inputs = [t for t, use in ((h, self.use_h), (y, self.use_y)) if use]
+            return self.mlp(torch.cat(inputs, dim=1))  # type: ignore[no-any-return]
+        if self.kind == "sigmoid":
+            return torch.sigmoid(self._linear(h, y)) - y
+        return self._linear(h, y)
+
+    def linear_terms(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """(A, C, b) of a linear module, detached: the SG is h·A + y·C + b."""
+        if self.kind != "linear" or self.b is None:
+            raise ValueError(f"implied-loss terms exist only for a linear SG module, not {self.kind!r}")
+        return (
+            None if self.A is None else self.A.detach(),
+            None if self.C is None else self.C.detach(),
+            self.b.detach(),
+        )
+
+    def implied_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-example loss implied by a linear SG, up to a constant (DESIGN.md §1):
+        L̂(h) = ½ h·sym(A)·hᵀ + (b + y·C)·hᵀ, where sym(A) = (A + Aᵀ)/2."""
+        A, C, b = self.linear_terms()
+        lin = b.expand(h.shape[0], -1)
+        if C is not None:
+            lin = lin + y @ C
+        out = (lin * h).sum(dim=1)
+        if A is not None:
+            sym = 0.5 * (A + A.T)
+            out = out + 0.5 * ((h @ sym) * h).sum(dim=1)
+        return out
