@@ -1,7 +1,7 @@
 """dni_dist: Decoupled Neural Interfaces trained for real, one process per block.
 
-    from dni_dist import load_recipe, train
-    result = train(load_recipe("launch/mnist-sg.toml"))
+from dni_dist import load_recipe, train
+result = train(load_recipe("launch/mnist-sg.toml"))
 """
 
 from dni_dist.config import (

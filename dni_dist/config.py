@@ -22,7 +22,7 @@ from typing import Any
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 METHODS = ("bp", "sg", "sg_beta", "fa", "dfa", "kb")
 """Credit-assignment methods of an interface (DESIGN.md §1)."""
@@ -265,7 +265,7 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
     """Convert a TOML value or a CLI string to the type a field declares."""
     hint = annotation
     if isinstance(hint, str):
-        hint = eval(hint, {"tuple": tuple, "int": int, "str": str, "float": float, "bool": bool})  # noqa: S307
+        hint = eval(hint, {"tuple": tuple, "int": int, "str": str, "float": float, "bool": bool})
     origin = typing.get_origin(hint)
     if origin in (tuple,):
         (item, _) = typing.get_args(hint)
@@ -307,16 +307,12 @@ def _build_section(section: str, values: Mapping[str, Any]) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(
-                f"{section}.{key}: unknown field; {section} has {', '.join(sorted(fields))}"
-            )
+            raise ConfigError(f"{section}.{key}: unknown field; {section} has {', '.join(sorted(fields))}")
         kwargs[key] = _coerce(value, fields[key].type, f"{section}.{key}")
     return cls(**kwargs)
 
 
-def config_from_dict(
-    tree: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
-) -> TrainConfig:
+def config_from_dict(tree: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Build a TrainConfig from nested mappings, then apply "section.field" overrides."""
     merged: dict[str, dict[str, Any]] = {s: {} for s in _SECTION_TYPES}
     for section, values in tree.items():

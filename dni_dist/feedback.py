@@ -52,7 +52,8 @@ class FeedbackLinear(nn.Linear):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _FeedbackLinearFn.apply(x, self.weight, self.bias, self.feedback)  # type: ignore[no-any-return]
+        out: torch.Tensor = _FeedbackLinearFn.apply(x, self.weight, self.bias, self.feedback)  # type: ignore[no-untyped-call]
+        return out
 
 
 def to_feedback_alignment(module: nn.Module, generator: torch.Generator) -> int:

@@ -17,9 +17,7 @@ from torch import nn
 from dni_dist.config import ModelConfig
 
 
-def build_layers(
-    cfg: ModelConfig, *, input_dim: int, num_classes: int, seed: int
-) -> tuple[list[nn.Module], list[int]]:
+def build_layers(cfg: ModelConfig, *, input_dim: int, num_classes: int, seed: int) -> tuple[list[nn.Module], list[int]]:
     """The model's layers (initialised from `seed`) and the output width of each."""
     widths = [num_classes] if cfg.kind == "linear" else [cfg.width] * cfg.depth + [num_classes]
     layers: list[nn.Module] = []

@@ -219,9 +219,7 @@ class Stage:
         spec = self.spec
         expected = self.awaiting if spec.out_method != "sg" else Kind.GRADIENT
         if spec.out_method is None or msg.kind is not expected:
-            raise ProtocolError(
-                f"{self.prefix} cannot use {msg.describe()}: interface method is {spec.out_method}"
-            )
+            raise ProtocolError(f"{self.prefix} cannot use {msg.describe()}: interface method is {spec.out_method}")
         entry = self.pending.get(msg.step)
         if entry is None:
             raise ProtocolError(f"{self.prefix} {msg.describe()}: no forward pending for that step")
@@ -264,7 +262,7 @@ class Stage:
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
         if h.requires_grad:
-            h.backward(g.detach())
+            torch.autograd.backward(h, g.detach())
         out: list[Message] = []
         if x is not None:
             grad = x.grad if x.grad is not None else torch.zeros_like(x)
@@ -286,10 +284,10 @@ class Stage:
         target = delta.detach() * n  # the target is a constant: never backprop into it
         h_leaf = h.detach().requires_grad_(beta is not None)
         with torch.enable_grad():
-            pred = self.sg(h_leaf, y)
+            pred: torch.Tensor = self.sg(h_leaf, y)
             sg_loss = F.mse_loss(pred, target)
             self.sg_optimizer.zero_grad(set_to_none=True)
-            sg_loss.backward()
+            torch.autograd.backward(sg_loss)
         cosine = float(F.cosine_similarity(pred.detach().flatten(), target.flatten(), dim=0))
         self.stats.sg.append(SGRecord(step, self.last_step - step, float(sg_loss.detach()), cosine))
         self.sg_optimizer.step()

@@ -38,11 +38,14 @@ class SyntheticGradient(nn.Module):
                 f"the sigmoid SG head predicts σ(·) − y and needs activation width ({act_dim}) == "
                 f"label width ({label_dim}); use it at the output interface (split.placement = 'output')"
             )
+        self.A: nn.Parameter | None = None
+        self.C: nn.Parameter | None = None
+        self.b: nn.Parameter | None = None
+        self.mlp: nn.Sequential | None = None
         if kind in ("linear", "sigmoid"):
             self.A = nn.Parameter(torch.zeros(act_dim, act_dim)) if self.use_h else None
             self.C = nn.Parameter(torch.zeros(label_dim, act_dim)) if self.use_y else None
             self.b = nn.Parameter(torch.zeros(act_dim))
-            self.mlp: nn.Sequential | None = None
         elif kind == "mlp":
             in_dim = (act_dim if self.use_h else 0) + (label_dim if self.use_y else 0)
             parts: list[nn.Module] = []
@@ -53,8 +56,6 @@ class SyntheticGradient(nn.Module):
             nn.init.zeros_(out.weight)
             nn.init.zeros_(out.bias)
             self.mlp = nn.Sequential(*parts, out)
-            self.A = self.C = None
-            self.b = None
         else:
             raise ValueError(f"unknown SG kind {kind!r}; expected linear, mlp or sigmoid")
 

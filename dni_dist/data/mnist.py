@@ -112,9 +112,7 @@ def load_subset() -> Dataset:
         arrays = np.load(f)
         images, labels = arrays["images"], arrays["labels"]
     rng = np.random.default_rng(20170101)
-    test_idx = np.concatenate(
-        [rng.permutation(np.flatnonzero(labels == c))[:SUBSET_TEST_PER_CLASS] for c in range(10)]
-    )
+    test_idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:SUBSET_TEST_PER_CLASS] for c in range(10)])
     is_test = np.zeros(len(labels), dtype=bool)
     is_test[test_idx] = True
     train_idx = rng.permutation(np.flatnonzero(~is_test))

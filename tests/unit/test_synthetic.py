@@ -1,0 +1,80 @@
+"""SG modules: they can learn a gradient field, start at zero, and imply the right loss."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dni_dist import OptimConfig, Stage, StageSpec, SyntheticConfig, SyntheticGradient
+from dni_dist.messages import Kind
+
+
+def test_linear_sg_recovers_a_fixed_linear_gradient_field() -> None:
+    g = torch.Generator().manual_seed(0)
+    d, c = 6, 3
+    A, C, b = torch.randn(d, d, generator=g), torch.randn(c, d, generator=g), torch.randn(d, generator=g)
+    sg = SyntheticGradient(kind="linear", conditioning="activation+label", act_dim=d, label_dim=c)
+    opt = torch.optim.Adam(sg.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3000)
+    for _ in range(3000):
+        h = torch.randn(64, d, generator=g)
+        y = F.one_hot(torch.randint(0, c, (64,), generator=g), c).float()
+        loss = F.mse_loss(sg(h, y), h @ A + y @ C + b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    h = torch.randn(512, d, generator=g)
+    y = F.one_hot(torch.randint(0, c, (512,), generator=g), c).float()
+    err = F.mse_loss(sg(h, y), h @ A + y @ C + b).item()
+    assert err < 1e-4, err
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_fresh_sg_predicts_zero_and_leaves_the_lower_stage_unchanged(kind: str) -> None:
+    spec = StageSpec(index=0, num_stages=2, in_method=None, out_method="sg", in_dim=5, out_dim=4, num_classes=3)
+    block = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU())
+    before = copy.deepcopy(block.state_dict())
+    stage = Stage(spec, block, optim=OptimConfig(lr=0.1), synthetic=SyntheticConfig(kind=kind), total_steps=10, seed=0)
+    x, y = torch.randn(8, 5), F.one_hot(torch.arange(8) % 3, 3).float()
+    out = stage.forward(0, x, y)
+    assert [m.kind for m in out] == [Kind.ACTIVATION]
+    assert stage.sg is not None and torch.count_nonzero(stage.sg(out[0].tensor, y)) == 0
+    for k, v in block.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=f"{k} moved on a zero synthetic gradient")
+    assert stage.stats.waits == {"none": 1}
+
+
+def test_implied_loss_gradient_is_the_synthetic_gradient_for_symmetric_A() -> None:
+    sg = SyntheticGradient(kind="linear", conditioning="activation+label", act_dim=4, label_dim=2)
+    with torch.no_grad():
+        assert sg.A is not None and sg.C is not None
+        m = torch.randn(4, 4)
+        sg.A.copy_(m + m.T)
+        sg.C.normal_()
+        sg.b.normal_()
+    h = torch.randn(5, 4, requires_grad=True)
+    y = F.one_hot(torch.tensor([0, 1, 1, 0, 1]), 2).float()
+    (grad,) = torch.autograd.grad(sg.implied_loss(h, y).sum(), h)
+    torch.testing.assert_close(grad, sg(h, y).detach())
+
+
+def test_conditioning_selects_inputs() -> None:
+    h, y = torch.randn(3, 4), F.one_hot(torch.tensor([0, 1, 0]), 2).float()
+    for cond, has_a, has_c in [("activation+label", True, True), ("activation", True, False), ("label", False, True)]:
+        sg = SyntheticGradient(kind="linear", conditioning=cond, act_dim=4, label_dim=2)
+        assert (sg.A is not None, sg.C is not None) == (has_a, has_c)
+        assert sg(h, y).shape == (3, 4)
+    mlp = SyntheticGradient(kind="mlp", conditioning="label", act_dim=4, label_dim=2, hidden=8, layers=1)
+    assert mlp(h, y).shape == (3, 4)
+
+
+def test_sigmoid_head_predicts_p_minus_y_shape_and_rejects_hidden_interfaces() -> None:
+    sg = SyntheticGradient(kind="sigmoid", conditioning="activation+label", act_dim=2, label_dim=2)
+    y = F.one_hot(torch.tensor([0, 1]), 2).float()
+    torch.testing.assert_close(sg(torch.randn(2, 2), y), 0.5 - y)  # σ(0) − y at initialisation
+    with pytest.raises(ValueError, match="output interface"):
+        SyntheticGradient(kind="sigmoid", conditioning="activation+label", act_dim=8, label_dim=2)
