@@ -140,3 +140,19 @@ def test_measured_locking_matches_table1(method: str) -> None:
     for interface in result.locking():
         got = (interface["update_locked"], interface["backward_locked"], interface["direct_error"])
         assert got == TABLE1[method]
+
+
+def test_fifty_layer_mlp_with_sg_between_every_pair_of_layers_trains() -> None:
+    cfg = config_from_dict(
+        {
+            "model": {"depth": 50, "width": 32},
+            "split": {"placement": "every"},
+            "credit": {"method": "sg"},
+            "data": {"name": "mnist", "subset": True, "batch_size": 64},
+            "run": {"steps": 20},
+        }
+    )
+    result = train(cfg, dataset=load_dataset("mnist", subset=True))
+    assert len(result.stages) == 51 and len(result.locking()) == 50
+    assert all(len(s.stats.sg) == 20 for s in result.stages[:-1])  # every SG got every target
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
