@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from dni_dist.channels import InMemoryChannel
+from dni_dist.block import Block
 from dni_dist.config import TrainConfig
 from dni_dist.data import BatchStream, Dataset, load_dataset
 from dni_dist.losses import accuracy, get_loss
-from dni_dist.messages import Kind, Message
 from dni_dist.models import assemble
 from dni_dist.stage import Stage, StageStats
 from dni_dist.topology import Topology
@@ -115,36 +114,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batc
     return EvalPoint(step=-1, loss=total_loss / x.shape[0], accuracy=correct / x.shape[0])
 
 
-class InProcessPipeline:
-    """Stages wired by in-memory channels, one inbox per stage, drained in a fixed order."""
-
-    def __init__(self, topology: Topology, stages: list[Stage]) -> None:
-        self.topology = topology
-        self.stages = stages
-        self.inboxes = [InMemoryChannel() for _ in stages]
-
-    def _post(self, messages: list[Message]) -> None:
-        for msg in messages:
-            for dst in self.topology.route(msg):
-                self.inboxes[dst].send(msg)
-
-    def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        self._post(self.stages[0].forward(step, x, y))
-        busy = True
-        while busy:
-            busy = False
-            for stage, inbox in zip(self.stages, self.inboxes):
-                msg = inbox.recv()
-                if msg is None:
-                    continue
-                busy = True
-                if msg.kind is Kind.ACTIVATION:
-                    assert msg.labels is not None
-                    self._post(stage.forward(msg.step, msg.tensor, msg.labels))
-                else:
-                    self._post(stage.receive(msg))
-
-
 def train(
     cfg: TrainConfig,
     *,
@@ -163,7 +132,7 @@ def train(
     )
     topo = Topology.from_config(cfg, input_dim=ds.input_dim, num_classes=ds.num_classes)
     stages = topo.build_stages(cfg, input_dim=ds.input_dim, num_classes=ds.num_classes)
-    pipeline = InProcessPipeline(topo, stages)
+    pipeline = Block(topo, stages, first=0)
     model = assemble([s.block for s in stages])  # type: ignore[misc]
     batches = iter(BatchStream(ds.x_train, ds.labels_train, ds.num_classes, cfg.data.batch_size, cfg.run.seed))
     result = TrainResult(cfg, model, stages, topo, ds.source, [], [])
@@ -179,7 +148,7 @@ def train(
     last = stages[-1].stats.train
     for step in range(cfg.run.steps):
         x, y = next(batches)
-        pipeline.step(step, x, y)
+        pipeline.feed(step, x, y)
         _, loss, acc = last[-1]
         result.train_loss.append(loss)
         result.train_accuracy.append(acc)

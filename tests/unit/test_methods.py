@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from dni_dist import TrainConfig, config_from_dict, train
+from dni_dist.block import Block
 from dni_dist.data import load_dataset
 from dni_dist.feedback import FeedbackLinear
 from dni_dist.models import build_layers
 from dni_dist.topology import Topology
-from dni_dist.trainer import InProcessPipeline
 
 LR = 0.5
 
@@ -40,7 +40,7 @@ def one_step(method: str) -> tuple[list[torch.Tensor], list[torch.Tensor], Topol
     g = torch.Generator().manual_seed(1)
     x = torch.randn(6, 5, generator=g)
     y = F.one_hot(torch.randint(0, 3, (6,), generator=g), 3).float()
-    InProcessPipeline(topo, stages).step(0, x, y)
+    Block(topo, stages, first=0).feed(0, x, y)
     after = [p.detach() for s in stages for p in s.block.parameters()]
     return [x, y, *init], after, topo, stages
 
