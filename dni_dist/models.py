@@ -25,8 +25,9 @@ def build_layers(cfg: ModelConfig, *, input_dim: int, num_classes: int, seed: in
         torch.manual_seed(seed)
         fan_in = input_dim
         for i, width in enumerate(widths):
-            linear = nn.Linear(fan_in, width)
             hidden = i < len(widths) - 1
+            # BatchNorm subtracts the batch mean, so a bias before it would only learn float noise
+            linear = nn.Linear(fan_in, width, bias=not (cfg.kind == "mlp" and hidden and cfg.batch_norm))
             if cfg.kind == "mlp" and hidden:
                 parts: list[nn.Module] = [linear]
                 if cfg.batch_norm:

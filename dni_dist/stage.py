@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,12 +84,21 @@ class _Pending:
     x: torch.Tensor | None  # input leaf (with grad) when a gradient must go upstream
     h: torch.Tensor  # output; still attached to the graph while the update is pending
     y: torch.Tensor
+    sent_at: float  # time.monotonic() of the forward, for lag in seconds
+
+
+@dataclass(frozen=True)
+class LagRecord:
+    """Age of a gradient / target / output error when it arrived (the interface's staleness)."""
+
+    step: int
+    steps: int  # steps this stage had forwarded past `step` by then
+    seconds: float  # wall time since `step` was forwarded
 
 
 @dataclass(frozen=True)
 class SGRecord:
     step: int
-    lag: int  # steps this stage had run past `step` when the target arrived
     loss: float  # mse(SG(h, y), N·δ) before the SG update
     cosine: float  # between SG(h, y) and N·δ, over the whole batch
 
@@ -97,6 +108,7 @@ class StageStats:
     updates: int = 0
     waits: Counter[str] = field(default_factory=Counter)  # update count by what it waited for
     sg: list[SGRecord] = field(default_factory=list)
+    lags: list[LagRecord] = field(default_factory=list)
     train: list[tuple[int, float, float]] = field(default_factory=list)  # last stage: (step, loss, acc)
 
 
@@ -209,9 +221,9 @@ class Stage:
             with torch.no_grad():
                 g = self.sg(h.detach(), y) / h.shape[0]
             out += self._update(step, x if needs_x_grad else None, h, g, waited=None)
-            self.pending[step] = _Pending(None, h.detach(), y)
+            self.pending[step] = _Pending(None, h.detach(), y, time.monotonic())
         else:
-            self.pending[step] = _Pending(x if needs_x_grad else None, h, y)
+            self.pending[step] = _Pending(x if needs_x_grad else None, h, y, time.monotonic())
         return out
 
     def receive(self, msg: Message) -> list[Message]:
@@ -227,6 +239,7 @@ class Stage:
         if tuple(msg.tensor.shape) != want:
             raise ProtocolError(f"{self.prefix} {msg.describe()}: expected shape {want} for step {msg.step}")
         del self.pending[msg.step]
+        self.stats.lags.append(LagRecord(msg.step, self.last_step - msg.step, time.monotonic() - entry.sent_at))
         if msg.kind is Kind.OUTPUT_ERROR:
             assert self.feedback is not None
             return self._update(msg.step, entry.x, entry.h, msg.tensor @ self.feedback, waited="output_error")
@@ -237,6 +250,48 @@ class Stage:
             g = self._train_sg(msg.step, entry.h, entry.y, msg.tensor, beta=spec.beta)
             return self._update(msg.step, entry.x, entry.h, g, waited="gradient")
         return self._update(msg.step, entry.x, entry.h, msg.tensor, waited="gradient")
+
+    def to(self, device: torch.device) -> Stage:
+        """Move the block, SG module and feedback matrix (before the first step)."""
+        self.block.to(device)
+        if self.sg is not None:
+            self.sg.to(device)
+        if self.feedback is not None:
+            self.feedback = self.feedback.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume this stage (not its in-flight steps, which are lost)."""
+        return {
+            "block": self.block.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "sg": self.sg.state_dict() if self.sg is not None else None,
+            "sg_optimizer": self.sg_optimizer.state_dict() if self.sg_optimizer is not None else None,
+            "feedback": self.feedback,
+            "last_step": self.last_step,
+            "updates": self.stats.updates,
+            "waits": dict(self.stats.waits),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.block.load_state_dict(state["block"])
+        for obj, key in (
+            (self.optimizer, "optimizer"),
+            (self.scheduler, "scheduler"),
+            (self.sg, "sg"),
+            (self.sg_optimizer, "sg_optimizer"),
+        ):
+            if (obj is None) != (state[key] is None):
+                raise ValueError(f"{self.prefix} checkpoint {key} does not match this stage's configuration")
+            if obj is not None:
+                obj.load_state_dict(state[key])
+        if state["feedback"] is not None:
+            self.feedback = state["feedback"]
+        self.last_step = int(state["last_step"])
+        self.stats.updates = int(state["updates"])
+        self.stats.waits = Counter({str(k): int(v) for k, v in state["waits"].items()})
+        self.pending.clear()
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
@@ -289,7 +344,7 @@ class Stage:
             self.sg_optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(sg_loss)
         cosine = float(F.cosine_similarity(pred.detach().flatten(), target.flatten(), dim=0))
-        self.stats.sg.append(SGRecord(step, self.last_step - step, float(sg_loss.detach()), cosine))
+        self.stats.sg.append(SGRecord(step, float(sg_loss.detach()), cosine))
         self.sg_optimizer.step()
         if beta is None:
             return pred.detach() / n

@@ -63,6 +63,12 @@ def parse_dataset_name(name: str) -> tuple[str, int]:
     return (m.group(1), int(m.group(2)))
 
 
+def dataset_shape(name: str) -> tuple[int, int]:
+    """(input dimension, number of classes) of a dataset, without loading it."""
+    family, dim = parse_dataset_name(name)
+    return (dim, 10) if family == "mnist" else (dim, 2)
+
+
 def _name_seed(name: str) -> int:
     return zlib.crc32(name.encode())
 
@@ -153,6 +159,7 @@ __all__ = [
     "BatchStream",
     "Dataset",
     "artificial",
+    "dataset_shape",
     "grid",
     "load_dataset",
     "one_hot",
