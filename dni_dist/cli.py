@@ -257,11 +257,13 @@ def worker_cmd(
     metrics_addr: Annotated[str, typer.Option()] = "0.0.0.0",
     host: Annotated[str, typer.Option(help="address to bind and advertise (default: $DNI_HOST or 127.0.0.1)")] = "",
     control: Annotated[str | None, typer.Option(help="the launcher's control endpoint")] = None,
+    max_tensor_mb: Annotated[float, typer.Option(help="reject received tensors larger than this (MiB)")] = 256.0,
 ) -> None:
     """Host one block: meet the others through the TCPStore at $MASTER_ADDR:$MASTER_PORT and train."""
     import os
 
     from dni_dist.config import config_from_dict
+    from dni_dist.transport import TransportConfig
     from dni_dist.worker import WorkerConfig, default_run_id, run_worker, setup_logging
 
     k = block if block is not None else int(os.environ.get("RANK", "0"))
@@ -281,6 +283,7 @@ def worker_cmd(
             max_inflight=max_inflight, overflow=overflow, checkpoint_every=checkpoint_every, resume=resume,
             metrics_port=metrics_port + k if metrics_port else 0, metrics_addr=metrics_addr,
             host=host or os.environ.get("DNI_HOST", "127.0.0.1"), control=control,
+            transport=TransportConfig(max_tensor_bytes=int(max_tensor_mb * 2**20)),
         )  # fmt: skip
     except (ConfigError, ValueError, OSError) as e:
         raise fail(f"[block {k}] {e}") from None

@@ -154,7 +154,7 @@ class SyntheticConfig:
     hidden: int = 1024  # mlp: units per hidden layer
     layers: int = 2  # mlp: hidden layers
     optimizer: str = "adam"
-    lr: float = 1e-4
+    lr: float = 1e-3
 
     def __post_init__(self) -> None:
         _one_of(self.kind, SG_KINDS, "synthetic.kind")

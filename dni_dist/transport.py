@@ -44,11 +44,18 @@ class TransportConfig:
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 5000  # exponential reconnect backoff cap
     track_bytes: int = 64 * 1024
-    max_message_bytes: int = 2 * MAX_TENSOR_BYTES + MAX_HEADER_BYTES
+    max_tensor_bytes: int = MAX_TENSOR_BYTES  # larger tensor frames are rejected (counted as too_large)
 
     def __post_init__(self) -> None:
         if self.hwm < 1:
             raise ValueError(f"transport.hwm must be >= 1, got {self.hwm}")
+        if self.max_tensor_bytes < 1:
+            raise ValueError(f"max_tensor_bytes must be >= 1, got {self.max_tensor_bytes}")
+
+    @property
+    def max_message_bytes(self) -> int:
+        """ZMQ_MAXMSGSIZE: room for a tensor and its labels; anything larger is cut off by ZeroMQ."""
+        return 2 * self.max_tensor_bytes + MAX_HEADER_BYTES
 
 
 def make_socket(ctx: zmq.Context[Any], kind: int, cfg: TransportConfig) -> zmq.Socket[Any]:
@@ -142,8 +149,10 @@ class ZmqReceiver:
         allowed: frozenset[str],
         prefix: str,
         edge: str,
+        max_bytes: int = MAX_TENSOR_BYTES,
     ) -> None:
         self.sock = sock
+        self.max_bytes = max_bytes
         self.run = run
         self.expect_block = expect_block
         self.allowed = allowed
@@ -168,6 +177,7 @@ class ZmqReceiver:
                 run=self.run,
                 expect_block=self.expect_block,
                 allowed=self.allowed,
+                max_bytes=self.max_bytes,
             )
         except WireError as e:
             self.reject(e.reason, str(e))

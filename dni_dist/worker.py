@@ -205,6 +205,7 @@ class Worker:
                 allowed=frozenset({"activation", "end"}),
                 prefix=self.prefix,
                 edge="activation",
+                max_bytes=tcfg.max_tensor_bytes,
             )
         if not self.is_last:
             sock = make_socket(self.ctx, zmq.PULL, tcfg)
@@ -216,6 +217,7 @@ class Worker:
                 allowed=frozenset({"gradient", "done"}),
                 prefix=self.prefix,
                 edge="gradient",
+                max_bytes=tcfg.max_tensor_bytes,
             )
         if self.is_last and self.remote_subscriber_blocks:
             self.xpub = make_socket(self.ctx, zmq.XPUB, tcfg)
@@ -241,6 +243,7 @@ class Worker:
                 allowed=frozenset({"output_error"}),
                 prefix=self.prefix,
                 edge="output-error",
+                max_bytes=tcfg.max_tensor_bytes,
             )
         if self.err_pub is not None:  # PUB/SUB drops what is sent before a subscription lands
             self._await_subscriptions(len(self.remote_subscriber_blocks))
