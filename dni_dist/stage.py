@@ -114,7 +114,12 @@ class StageStats:
 
 def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # the fused kernel makes one pass over the parameters instead of ~10 (3-4x faster on one CPU
+        # thread, where Adam is otherwise a large share of a step); older builds fall back
+        try:
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        except (RuntimeError, TypeError):  # pragma: no cover - torch builds without fused Adam
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 

@@ -615,6 +615,7 @@ class Worker:
             last,
             ", ".join(s.spec.out_method or "loss" for s in self.block.stages),
         )
+        self.started = time.monotonic()  # throughput and wall_seconds cover the training loop only
         try:
             self.loop(stream)
         finally:
