@@ -6,7 +6,9 @@ Every contestant trains the same balanced MLP (8 hidden ReLU+BN layers of 512, b
 bundled MNIST subset, Adam) and is timed over its training loop only (process start-up and
 rendezvous excluded, first steps included):
 
-- bp-1proc-1thread   plain backprop, one process, one torch thread (the baseline)
+- torch-1proc-1thread a plain PyTorch loop (forward, loss.backward, Adam), one process, one
+                     torch thread: the baseline every ratio is reported against
+- bp-1proc-1thread   dni_dist's own in-process trainer doing backprop on the same thread budget
 - dni-sg-2proc       dni-launch, 2 worker processes (1 thread each), free-running cDNI at the cut
 - dni-bp-2proc       the same two processes with backprop at the cut (update-locked)
 - pp-<schedule>-m<M> torch.distributed.pipelining on the same two processes (gloo), each schedule
@@ -34,16 +36,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-DEPTH, WIDTH, BATCH, CUT = 8, 512, 128, 4  # cut after hidden layer 4: 784·512 + 3·512² vs 4·512² + 512·10
+DEPTH, WIDTH, BATCH = 8, 512, 128
+CUT = 4  # default cut: after hidden layer 4, four hidden layers per block (block 0 also holds the SG)
 
 app = typer.Typer(add_completion=False, help=__doc__)
 console = Console(stderr=True)
 
 
-def _config(method: str, steps: int, placement: str) -> dict[str, Any]:
+def _config(method: str, steps: int, placement: str, cut: int = CUT) -> dict[str, Any]:
     return {
         "model": {"kind": "mlp", "depth": DEPTH, "width": WIDTH, "batch_norm": True},
-        "split": {"placement": placement, "cuts": [CUT]} if placement == "explicit" else {"placement": placement},
+        "split": {"placement": placement, "cuts": [cut]} if placement == "explicit" else {"placement": placement},
         "credit": {"method": method},
         "data": {"name": "mnist", "subset": True, "batch_size": BATCH},
         "run": {"steps": steps, "seed": 0, "threads": 1},
@@ -60,6 +63,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def run_torch_single(steps: int) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "dni_dist.bench", "torch-loop", str(steps)],
+        env=_env(), capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["sps"])
+
+
+@app.command("torch-loop", hidden=True)
+def torch_loop(steps: int) -> None:
+    """The plain PyTorch baseline (internal): no stages, no messages, one thread."""
+    import torch
+    import torch.nn.functional as F
+
+    from dni_dist.config import ModelConfig
+    from dni_dist.data import BatchStream, load_dataset
+    from dni_dist.models import build_layers
+
+    torch.set_num_threads(1)
+    layers, _ = build_layers(ModelConfig(kind="mlp", depth=DEPTH, width=WIDTH), input_dim=784, num_classes=10, seed=0)
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    ds = load_dataset("mnist", subset=True)
+    batches = iter(BatchStream(ds.x_train, ds.labels_train, 10, BATCH, seed=0))
+    start = time.perf_counter()
+    for _ in range(steps):
+        x, y = next(batches)
+        opt.zero_grad()
+        torch.autograd.backward(F.cross_entropy(model(x), y))
+        opt.step()
+    print(json.dumps({"sps": steps * BATCH / (time.perf_counter() - start)}))
+
+
 def run_bp_single(steps: int) -> float:
     code = (
         "import json,sys; from dni_dist import config_from_dict, train; "
@@ -73,10 +109,10 @@ def run_bp_single(steps: int) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["sps"])
 
 
-def run_dni(method: str, steps: int, workdir: Path) -> float:
+def run_dni(method: str, steps: int, workdir: Path, cut: int) -> float:
     out = workdir / f"dni-{method}"
     cfg = workdir / f"dni-{method}.toml"
-    c = _config(method, steps, "explicit")
+    c = _config(method, steps, "explicit", cut)
     cfg.write_text(
         "\n".join(
             f"[{sec}]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in vals.items()) for sec, vals in c.items()
@@ -91,12 +127,12 @@ def run_dni(method: str, steps: int, workdir: Path) -> float:
     return float(summary["samples_per_second"])
 
 
-def run_pipelining(schedule: str, microbatches: int, steps: int, workdir: Path) -> float:
+def run_pipelining(schedule: str, microbatches: int, steps: int, workdir: Path, cut: int) -> float:
     port = _free_port()
     procs = []
     for rank in (0, 1):
         cmd = [sys.executable, "-m", "dni_dist.bench", "pp-rank", str(rank), str(port), schedule, str(microbatches),
-               str(steps), str(workdir / f"pp-{rank}.json")]  # fmt: skip
+               str(steps), str(workdir / f"pp-{rank}.json"), str(cut)]  # fmt: skip
         procs.append(subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for p in procs:
         out, _ = p.communicate(timeout=1800)
@@ -107,7 +143,7 @@ def run_pipelining(schedule: str, microbatches: int, steps: int, workdir: Path) 
 
 
 @app.command("pp-rank", hidden=True)
-def pp_rank(rank: int, port: int, schedule: str, microbatches: int, steps: int, out: Path) -> None:
+def pp_rank(rank: int, port: int, schedule: str, microbatches: int, steps: int, out: Path, cut: int) -> None:
     """One rank of the torch.distributed.pipelining contestant (internal)."""
     import torch
     import torch.distributed as dist
@@ -121,11 +157,11 @@ def pp_rank(rank: int, port: int, schedule: str, microbatches: int, steps: int, 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"tcp://127.0.0.1:{port}")
     layers, _ = build_layers(ModelConfig(kind="mlp", depth=DEPTH, width=WIDTH), input_dim=784, num_classes=10, seed=0)
-    module = torch.nn.Sequential(*(layers[:CUT] if rank == 0 else layers[CUT:]))
+    module = torch.nn.Sequential(*(layers[:cut] if rank == 0 else layers[cut:]))
     stage = PipelineStage(module, rank, 2, torch.device("cpu"))
     kinds = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
     sched = kinds[schedule](stage, n_microbatches=microbatches, loss_fn=lambda o, y: F.cross_entropy(o, y))
-    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)  # as dni_dist uses
     ds = load_dataset("mnist", subset=True)
     batches = iter(BatchStream(ds.x_train, ds.labels_train, 10, BATCH, seed=0))
     start = time.perf_counter()
@@ -148,15 +184,19 @@ def bench(
     steps: Annotated[int, typer.Option(help="training steps per contestant run")] = 300,
     schedules: Annotated[str, typer.Option(help="pipelining schedules: gpipe,1f1b")] = "gpipe,1f1b",
     microbatches: Annotated[str, typer.Option(help="pipelining microbatch counts")] = "2,4,8",
+    cut: Annotated[int, typer.Option(help="split after this hidden layer (both 2-process contestants)")] = CUT,
     out: Annotated[Path | None, typer.Option(help="write bench.json here")] = None,
 ) -> None:
     """Run the comparison and print the table."""
-    contestants: dict[str, Any] = {"bp-1proc-1thread": lambda w: run_bp_single(steps)}
-    contestants["dni-sg-2proc"] = lambda w: run_dni("sg", steps, w)
-    contestants["dni-bp-2proc"] = lambda w: run_dni("bp", steps, w)
+    contestants: dict[str, Any] = {
+        "torch-1proc-1thread": lambda w: run_torch_single(steps),
+        "bp-1proc-1thread": lambda w: run_bp_single(steps),
+    }
+    contestants["dni-sg-2proc"] = lambda w: run_dni("sg", steps, w, cut)
+    contestants["dni-bp-2proc"] = lambda w: run_dni("bp", steps, w, cut)
     for s in schedules.split(","):
         for m in microbatches.split(","):
-            contestants[f"pp-{s}-m{m}"] = lambda w, s=s, m=int(m): run_pipelining(s, m, steps, w)
+            contestants[f"pp-{s}-m{m}"] = lambda w, s=s, m=int(m): run_pipelining(s, m, steps, w, cut)
     results: dict[str, list[float]] = {k: [] for k in contestants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
@@ -165,12 +205,12 @@ def bench(
                 sps = fn(Path(tmp))
                 results[name].append(sps)
                 console.print(f"round {r + 1}/{rounds} {name:18} {sps:9.0f} samples/s ({time.monotonic() - t0:.0f}s)")
-    base = statistics.median(results["bp-1proc-1thread"])
+    base = statistics.median(results["torch-1proc-1thread"])
     pp_best = max(
         (n for n in results if n.startswith("pp-")), key=lambda n: statistics.median(results[n]), default=None
     )
-    table = Table(title=f"dni-bench: {DEPTH}×{WIDTH} ReLU+BN MLP, batch {BATCH}, {steps} steps, {rounds} rounds")
-    for col in ("contestant", "median samples/s", "min", "max", "× bp-1proc-1thread"):
+    table = Table(title=f"dni-bench: {DEPTH}×{WIDTH} ReLU+BN MLP cut after layer {cut}, batch {BATCH}, {steps} steps")
+    for col in ("contestant", "median samples/s", "min", "max", "× torch-1proc-1thread"):
         table.add_column(col, justify="right" if col != "contestant" else "left")
     for name, values in results.items():
         med = statistics.median(values)
@@ -179,14 +219,14 @@ def bench(
     Console().print(table)
     sg = statistics.median(results["dni-sg-2proc"])
     summary = {
-        "model": {"depth": DEPTH, "width": WIDTH, "batch": BATCH, "cut_after_layer": CUT},
+        "model": {"depth": DEPTH, "width": WIDTH, "batch": BATCH, "cut_after_layer": cut},
         "steps": steps,
         "rounds": rounds,
         "cpu_count": os.cpu_count(),
         "samples_per_second": results,
         "median": {k: statistics.median(v) for k, v in results.items()},
         "ratios": {
-            "dni_sg_over_bp_1proc": sg / base,
+            "dni_sg_over_torch_1proc": sg / base,
             "dni_sg_over_best_pipelining": sg / statistics.median(results[pp_best]) if pp_best else None,
             "best_pipelining": pp_best,
         },
@@ -199,7 +239,7 @@ def bench(
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "pp-rank":
+    if len(sys.argv) > 1 and sys.argv[1] in ("pp-rank", "torch-loop"):
         app()
     else:
         sys.argv.insert(1, "run")

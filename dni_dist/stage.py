@@ -150,9 +150,9 @@ class Stage:
             log.debug("%s feedback alignment on %d linear layers", self.prefix, n)
         params = [p for p in block.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(params, optim) if params else None
-        self.scheduler = (
+        self.scheduler = (  # none for a constant rate: LambdaLR.step() costs Python time every step
             torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(optim, total_steps, s))
-            if self.optimizer is not None
+            if self.optimizer is not None and optim.schedule != "constant"
             else None
         )
         self.sg: SyntheticGradient | None = None
@@ -305,30 +305,36 @@ class Stage:
 
     # -- internals --------------------------------------------------------------------------
     def _finish_last(self, step: int, x: torch.Tensor | None, h: torch.Tensor, y: torch.Tensor) -> list[Message]:
+        broadcast = self.spec.broadcast_error
         with torch.enable_grad():
             if not h.requires_grad:  # an empty (identity) last stage whose input needs no grad
-                h = h.detach().requires_grad_(True)
+                h = h.detach().requires_grad_(broadcast)
+            elif broadcast and not h.is_leaf:
+                h.retain_grad()  # e = ∂L/∂ŷ comes out of the same backward pass
             loss = self.loss_fn(h, y)
-            (g,) = torch.autograd.grad(loss, h, retain_graph=True)
         self.stats.train.append((step, float(loss.detach()), accuracy(h.detach(), y)))
-        out = self._update(step, x, h, g, waited=None)
-        if self.spec.broadcast_error:
-            out.append(Message(Kind.OUTPUT_ERROR, step, self.spec.index, g.detach()))
+        out = self._update(step, x, loss, None, waited=None)
+        if broadcast:
+            assert h.grad is not None
+            out.append(Message(Kind.OUTPUT_ERROR, step, self.spec.index, h.grad.detach()))
         return out
 
     def _update(
-        self, step: int, x: torch.Tensor | None, h: torch.Tensor, g: torch.Tensor, *, waited: str | None
+        self, step: int, x: torch.Tensor | None, h: torch.Tensor, g: torch.Tensor | None, *, waited: str | None
     ) -> list[Message]:
+        """Backpropagate g into h (or a scalar loss h when g is None), step the optimizer, and
+        return the input gradient for the previous stage when it wants one."""
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
         if h.requires_grad:
-            torch.autograd.backward(h, g.detach())
+            torch.autograd.backward(h, None if g is None else g.detach())
         out: list[Message] = []
         if x is not None:
             grad = x.grad if x.grad is not None else torch.zeros_like(x)
             out.append(Message(Kind.GRADIENT, step, self.spec.index, grad.detach()))
-        if self.optimizer is not None and self.scheduler is not None:
+        if self.optimizer is not None:
             self.optimizer.step()
+        if self.scheduler is not None:
             self.scheduler.step()
         self.stats.updates += 1
         self.stats.waits[waited or "none"] += 1
