@@ -11,7 +11,7 @@ $(VENV)/bin/python:
 
 demo: $(VENV)/bin/python
 	$(PIP) -e .
-	$(VENV)/bin/python -m dni_dist train --recipe launch/demo.toml
+	$(VENV)/bin/dni-launch --recipe launch/demo.toml --blocks 4 --gpus cpu --out runs/demo
 
 test: $(VENV)/bin/python
 	$(PIP) -e '.[dev]'

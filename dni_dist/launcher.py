@@ -369,21 +369,20 @@ def launch_inproc(cfg: TrainConfig, opts: LaunchOptions, console: Console) -> di
         checkpoint.save(
             checkpoint.block_path(opts.out, k),
             {"block": k, "first": first, "last": last, "stages": [s.state_dict() for s in block_stages],
-             "steps": cfg.run.steps, "samples": 0, "restarts": 0, "config": json.dumps(cfg.to_dict())},
+             "steps": cfg.run.steps, "samples": result.samples, "restarts": 0, "config": json.dumps(cfg.to_dict())},
         )  # fmt: skip
         update_waits: Counter[str] = Counter()
         for s in block_stages:
             update_waits.update(s.stats.waits)
         train_stats = block_stages[-1].stats.train
-        samples = cfg.run.steps * (cfg.data.batch_size or len(result.train_loss))
         stats.append(
             {
                 "block": k,
                 "stages": [first, last],
                 "status": "finished",
                 "steps": cfg.run.steps,
-                "samples": samples,
-                "wall_seconds": wall,
+                "samples": result.samples,
+                "wall_seconds": result.wall_seconds,  # the training loop, as for zmq blocks
                 "lag_steps": percentiles([float(r.steps) for s in block_stages for r in s.stats.lags]),
                 "lag_seconds": percentiles([r.seconds for s in block_stages for r in s.stats.lags]),
                 "waits": {},  # wall-clock waits exist only between processes (--backend zmq)

@@ -49,6 +49,7 @@ class TrainResult:
     train_loss: list[float]  # per step, at the last stage
     train_accuracy: list[float]
     evals: list[EvalPoint] = field(default_factory=list)
+    samples: int = 0  # training examples seen
     wall_seconds: float = 0.0
 
     @property
@@ -149,6 +150,7 @@ def train(
     for step in range(cfg.run.steps):
         x, y = next(batches)
         pipeline.feed(step, x, y)
+        result.samples += x.shape[0]
         _, loss, acc = last[-1]
         result.train_loss.append(loss)
         result.train_accuracy.append(acc)

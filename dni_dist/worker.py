@@ -63,6 +63,7 @@ class WorkerConfig:
     lockstep: bool = False  # follow the in-process schedule exactly (step t+1 after t finished everywhere)
     max_inflight: int = 8  # steps an sg interface may run ahead of the targets it has received
     overflow: str = "block"  # when the window is full: block (wait) | drop-oldest (forget the oldest step)
+    queue_limit: int = 16  # gradients waiting to be sent; drop-oldest discards beyond this (block: never)
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end or on stop)
     resume: bool = False  # start from out/checkpoints/block<k>.pt when it exists
     metrics_port: int = 0  # the port this block serves /metrics on (0 = off)
@@ -245,6 +246,16 @@ class Worker:
                 edge="output-error",
                 max_bytes=tcfg.max_tensor_bytes,
             )
+        log.info(
+            "%s listening on %s",
+            self.prefix,
+            ", ".join(
+                f"{name} {sock.sock.getsockopt_string(zmq.LAST_ENDPOINT)}"
+                for name, sock in (("activations", self.act_in), ("gradients", self.grad_in))
+                if sock is not None
+            )
+            or "nothing (single block)",
+        )
         if self.err_pub is not None:  # PUB/SUB drops what is sent before a subscription lands
             self._await_subscriptions(len(self.remote_subscriber_blocks))
         self.control = None
@@ -261,6 +272,11 @@ class Worker:
             resumed = [int(rdv.lookup(f"block{b}/resume_step")) for b in range(w.blocks)]
             self.next_step = max(resumed) + 1
         self.end_step = self.cfg.run.steps - 1 if self.is_first else None
+        if self.is_first and self.next_step > self.cfg.run.steps - 1 and self.act_out is not None:
+            log.info(
+                "%s nothing left to train (resumed at step %d of %d)", self.prefix, self.next_step, self.cfg.run.steps
+            )
+            self.act_out.send(Marker(MarkerKind.END, max(self.next_step - 1, 0), self.k))
 
     def _await_subscriptions(self, expected: int) -> None:
         seen, deadline = 0, time.monotonic() + self.wcfg.peer_timeout_s
@@ -287,6 +303,9 @@ class Worker:
                 self.act_out.send(msg)
             elif msg.kind is Kind.GRADIENT:
                 assert self.grad_out is not None
+                if self.wcfg.overflow == "drop-oldest" and self.grad_out.backlog >= self.wcfg.queue_limit:
+                    self.grad_out.outbox.popleft()  # upstream can only be this far behind by dropping
+                    self.dropped["gradient_queue"] += 1
                 self.grad_out.send(msg)
             elif self.err_pub is not None:
                 self.err_pub.send(msg)
@@ -637,7 +656,36 @@ class Worker:
             )
             rdv.publish(f"block{self.k}/exit", self.status)
             self.close()
+        if self.wcfg.control is None and self.is_first:
+            self._write_summary(rdv)
         return 0
+
+    def _write_summary(self, rdv: Rendezvous) -> None:
+        """Without a launcher (torchrun, containers), block 0 writes summary.json once every block
+        has exited. It reads the other blocks' stats and checkpoints from `out`, so `out` must be
+        shared (one machine, or a shared volume)."""
+        from dni_dist.launcher import LaunchOptions, summarize
+
+        statuses = [
+            rdv.lookup(f"block{b}/exit", timeout_s=self.wcfg.drain_timeout_s + 60) for b in range(self.wcfg.blocks)
+        ]
+        out = Path(self.wcfg.out)
+        stats = []
+        for b in range(self.wcfg.blocks):
+            path = out / "blocks" / f"block{b}.json"
+            if not path.is_file():
+                log.warning(
+                    "%s no stats from block %d at %s (is --out shared?); summary.json not written", self.prefix, b, path
+                )
+                return
+            stats.append(json.loads(path.read_text()))
+        opts = LaunchOptions(blocks=self.wcfg.blocks, out=out, lockstep=self.wcfg.lockstep)
+        status = "finished" if all(s == "finished" for s in statuses) else "stopped"
+        summary = summarize(self.cfg, opts, stats, wall_seconds=time.monotonic() - self.started, status=status,
+                            run_id=self.wcfg.run_id)  # fmt: skip
+        log.info(
+            "%s wrote %s: test accuracy %.4f", self.prefix, out / "summary.json", summary["final"]["test_accuracy"]
+        )
 
     def close(self) -> None:
         self.metrics.close()
