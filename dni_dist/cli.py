@@ -255,7 +255,9 @@ def worker_cmd(
     resume: Annotated[bool, typer.Option()] = False,
     metrics_port: Annotated[int, typer.Option(help="base port; this block serves base + block (0 = off)")] = 0,
     metrics_addr: Annotated[str, typer.Option()] = "0.0.0.0",
-    host: Annotated[str, typer.Option(help="address to bind and advertise (default: $DNI_HOST or 127.0.0.1)")] = "",
+    host: Annotated[str, typer.Option(help="address neighbours reach this block at ($DNI_HOST, 127.0.0.1)")] = "",
+    bind: Annotated[str, typer.Option(help="address to listen on, if not --host ($DNI_BIND), e.g. 0.0.0.0")] = "",
+    port: Annotated[int, typer.Option(help="fixed ports port..port+2 instead of free ones ($DNI_PORT)")] = -1,
     control: Annotated[str | None, typer.Option(help="the launcher's control endpoint")] = None,
     max_tensor_mb: Annotated[float, typer.Option(help="reject received tensors larger than this (MiB)")] = 256.0,
 ) -> None:
@@ -283,6 +285,8 @@ def worker_cmd(
             max_inflight=max_inflight, overflow=overflow, checkpoint_every=checkpoint_every, resume=resume,
             metrics_port=metrics_port + k if metrics_port else 0, metrics_addr=metrics_addr,
             host=host or os.environ.get("DNI_HOST", "127.0.0.1"), control=control,
+            bind=bind or os.environ.get("DNI_BIND", ""),
+            port=port if port >= 0 else int(os.environ.get("DNI_PORT", "0")),
             transport=TransportConfig(max_tensor_bytes=int(max_tensor_mb * 2**20)),
         )  # fmt: skip
     except (ConfigError, ValueError, OSError) as e:

@@ -20,6 +20,15 @@ LAG_STEP_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
 LAG_SECOND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STEP_SECOND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
+# Every label value a worker can report, created at zero so each series exists from the first scrape.
+WAIT_REASONS = ("gradient", "output_error", "credit", "lockstep", "send", "activation", "drain", "idle")
+REJECT_REASONS = (
+    "bad_frames", "bad_msgpack", "bad_header", "bad_version", "bad_kind", "wrong_run", "wrong_sender",
+    "bad_dtype", "bad_shape", "bad_size", "too_large", "protocol", "control",
+)  # fmt: skip
+DROP_KINDS = ("pending", "stale_target", "gradient_queue")
+DIRECTIONS = ("activation_in", "gradient_in", "error_in", "activation_out", "gradient_out", "error_out")
+
 
 class NullMetrics:
     """Metrics off: every call is a no-op and no port is opened."""
@@ -29,6 +38,7 @@ class NullMetrics:
     def step(self, *, samples: int, seconds: float) -> None: ...
     def wait(self, reason: str, seconds: float) -> None: ...
     def lag(self, *, steps: int, seconds: float) -> None: ...
+    def lag_max(self, *, steps: float, seconds: float) -> None: ...
     def sg(self, *, loss: float, cosine: float) -> None: ...
     def queue(self, direction: str, depth: int) -> None: ...
     def messages(self, direction: str, count: int, nbytes: int) -> None: ...
@@ -73,6 +83,12 @@ class PrometheusMetrics(NullMetrics):
             buckets=LAG_SECOND_BUCKETS,
             registry=r,
         )
+        self._lag_max_steps = Gauge(
+            "dni_target_lag_max_steps", "Largest target lag (steps) in the last reporting interval", lb, registry=r
+        )
+        self._lag_max_seconds = Gauge(
+            "dni_target_lag_max_seconds", "Largest target lag (seconds) in the last reporting interval", lb, registry=r
+        )
         self._sg_loss = Gauge("dni_sg_loss", "Last SG regression loss mse(SG(h, y), N·δ)", lb, registry=r)
         self._sg_cos = Gauge(
             "dni_sg_cosine", "Cosine between the last synthetic gradient and its target", lb, registry=r
@@ -106,6 +122,19 @@ class PrometheusMetrics(NullMetrics):
             self._lag_seconds,
         ):
             child.labels(b)  # present from the first scrape
+        for reason in WAIT_REASONS:
+            self._wait.labels(b, reason)
+        for reason in REJECT_REASONS:
+            self._rejected.labels(b, reason)
+        for what in DROP_KINDS:
+            self._dropped.labels(b, what)
+        for d in DIRECTIONS:
+            self._messages.labels(b, d)
+            self._bytes.labels(b, d)
+            if d.endswith("_out"):
+                self._queue.labels(b, d)
+        for gauge in (self._lag_max_steps, self._lag_max_seconds, self._inflight):
+            gauge.labels(b)
         self._last: dict[tuple[str, str], float] = {}
         self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
         self.url = f"http://{addr if addr != '0.0.0.0' else '127.0.0.1'}:{port}/metrics"
@@ -127,6 +156,10 @@ class PrometheusMetrics(NullMetrics):
     def lag(self, *, steps: int, seconds: float) -> None:
         self._lag_steps.labels(self.block).observe(steps)
         self._lag_seconds.labels(self.block).observe(seconds)
+
+    def lag_max(self, *, steps: float, seconds: float) -> None:
+        self._lag_max_steps.labels(self.block).set(steps)
+        self._lag_max_seconds.labels(self.block).set(seconds)
 
     def sg(self, *, loss: float, cosine: float) -> None:
         self._sg_loss.labels(self.block).set(loss)

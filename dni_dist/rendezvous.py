@@ -70,3 +70,38 @@ class Rendezvous:
 
     def has(self, key: str) -> bool:
         return bool(self.store.check([self._key(key)]))
+
+
+def serve(port: int, *, run: str, blocks: int, addr: str = "0.0.0.0") -> None:
+    """Host the store for workers that have no launcher (containers), until every block of
+    `run` has published its exit (or SIGTERM)."""
+    import logging
+    import signal
+    import time
+
+    log = logging.getLogger(__name__)
+    rdv = Rendezvous(
+        TCPStore(addr, port, None, True, timeout=datetime.timedelta(seconds=30), wait_for_workers=False),
+        run=run,
+        timeout_s=30,
+    )
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    log.info("rendezvous store on %s:%d for run %s (%d blocks)", addr, port, run, blocks)
+    while not stop["now"] and not all(rdv.has(f"block{b}/exit") for b in range(blocks)):
+        time.sleep(0.5)
+    log.info("every block of run %s has exited", run)
+
+
+if __name__ == "__main__":
+    import argparse
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description="Host the TCPStore that dni-worker processes meet through.")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MASTER_PORT", "29500")))
+    parser.add_argument("--addr", default="0.0.0.0")
+    parser.add_argument("--run-id", default=os.environ.get("DNI_RUN_ID", "none"))
+    parser.add_argument("--blocks", type=int, default=int(os.environ.get("WORLD_SIZE", "1")))
+    args = parser.parse_args()
+    serve(args.port, run=args.run_id, blocks=args.blocks, addr=args.addr)

@@ -68,7 +68,9 @@ class WorkerConfig:
     resume: bool = False  # start from out/checkpoints/block<k>.pt when it exists
     metrics_port: int = 0  # the port this block serves /metrics on (0 = off)
     metrics_addr: str = "127.0.0.1"
-    host: str = "127.0.0.1"  # address this worker binds and advertises to its neighbours
+    host: str = "127.0.0.1"  # address this worker advertises to its neighbours (and binds, unless `bind`)
+    bind: str = ""  # address to bind, e.g. 0.0.0.0 in a container whose name is `host`
+    port: int = 0  # fixed ports port, port+1, port+2 (activations, gradients, errors); 0 = any free port
     control: str | None = None  # the launcher's ROUTER endpoint (None under torchrun)
     drain_timeout_s: float = 60.0
     peer_timeout_s: float = 600.0  # give up when nothing arrives for this long while waiting
@@ -150,6 +152,7 @@ class Worker:
         self.done_sent = -1
         self.last_forward = -1
         self._lag_seen = [0] * len(stages)
+        self._window_lag: tuple[int, float] = (0, 0.0)  # largest lag since the last metrics publish
         self._sg_seen = [0] * len(stages)
 
     # -- setup ------------------------------------------------------------------------------
@@ -195,10 +198,9 @@ class Worker:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.act_in = self.grad_in = self.err_sub = None
         self.act_out = self.grad_out = self.err_pub = None
-        base = f"tcp://{w.host}"
         if not self.is_first:
             sock = make_socket(self.ctx, zmq.PULL, tcfg)
-            rdv.publish(f"block{k}/act", f"{base}:{sock.bind_to_random_port(base)}")
+            rdv.publish(f"block{k}/act", self._bind(sock, 0))
             self.act_in = ZmqReceiver(
                 sock,
                 run=w.run_id,
@@ -210,7 +212,7 @@ class Worker:
             )
         if not self.is_last:
             sock = make_socket(self.ctx, zmq.PULL, tcfg)
-            rdv.publish(f"block{k}/grad", f"{base}:{sock.bind_to_random_port(base)}")
+            rdv.publish(f"block{k}/grad", self._bind(sock, 1))
             self.grad_in = ZmqReceiver(
                 sock,
                 run=w.run_id,
@@ -223,7 +225,7 @@ class Worker:
         if self.is_last and self.remote_subscriber_blocks:
             self.xpub = make_socket(self.ctx, zmq.XPUB, tcfg)
             self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-            rdv.publish("errors", f"{base}:{self.xpub.bind_to_random_port(base)}")
+            rdv.publish("errors", self._bind(self.xpub, 2))
             self.err_pub = ZmqSender(self.xpub, run=w.run_id, block=k, track_bytes=tcfg.track_bytes)
         if not self.is_last:
             sock = make_socket(self.ctx, zmq.PUSH, tcfg)
@@ -277,6 +279,18 @@ class Worker:
                 "%s nothing left to train (resumed at step %d of %d)", self.prefix, self.next_step, self.cfg.run.steps
             )
             self.act_out.send(Marker(MarkerKind.END, max(self.next_step - 1, 0), self.k))
+
+    def _bind(self, sock: zmq.Socket[Any], offset: int) -> str:
+        """Bind on --bind (fixed port --port + offset, or a free one) and return the endpoint the
+        neighbours should dial: --host with that port."""
+        w = self.wcfg
+        bind = f"tcp://{w.bind or w.host}"
+        if w.port:
+            port = w.port + offset
+            sock.bind(f"{bind}:{port}")
+        else:
+            port = sock.bind_to_random_port(bind)
+        return f"tcp://{w.host}:{port}"
 
     def _await_subscriptions(self, expected: int) -> None:
         seen, deadline = 0, time.monotonic() + self.wcfg.peer_timeout_s
@@ -358,6 +372,7 @@ class Worker:
             lags, sgs = stage.stats.lags, stage.stats.sg
             for rec in lags[self._lag_seen[i] :]:
                 self.metrics.lag(steps=rec.steps, seconds=rec.seconds)
+                self._window_lag = (max(self._window_lag[0], rec.steps), max(self._window_lag[1], rec.seconds))
             self._lag_seen[i] = len(lags)
             if len(sgs) > self._sg_seen[i]:
                 self.metrics.sg(loss=sgs[-1].loss, cosine=sgs[-1].cosine)
@@ -486,6 +501,8 @@ class Worker:
         for what, n in self.dropped.items():
             self.metrics.dropped(what, n)
         self.metrics.inflight(self.block.inflight())
+        self.metrics.lag_max(steps=self._window_lag[0], seconds=self._window_lag[1])
+        self._window_lag = (0, 0.0)
 
     def loop(self, stream: Any) -> None:
         poller = zmq.Poller()
