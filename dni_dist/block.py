@@ -12,6 +12,8 @@ Block holding every stage. Inside a block, each message is delivered before the 
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from dni_dist.channels import InMemoryChannel
@@ -101,6 +103,11 @@ class Block:
                 s.pending.popitem(last=False)
                 dropped += 1
         return dropped
+
+    def oldest_pending_age(self) -> float:
+        """Seconds since the oldest step still awaiting its target on a local sg interface was sent."""
+        sent = [next(iter(s.pending.values())).sent_at for s in self.stages if s.spec.out_method == "sg" and s.pending]
+        return time.monotonic() - min(sent) if sent else 0.0
 
     def pending_through(self, step: int) -> bool:
         """Whether any local stage still waits on something for a step <= `step`."""

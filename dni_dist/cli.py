@@ -177,6 +177,7 @@ def launch_cmd(
     lockstep: Annotated[bool, typer.Option(help="zmq: follow the in-process schedule exactly (for checks)")] = False,
     max_inflight: Annotated[int, typer.Option(help="steps an sg interface may run ahead of its targets")] = 8,
     overflow: Annotated[str, typer.Option(help="when that window is full: block or drop-oldest")] = "block",
+    target_timeout: Annotated[float, typer.Option(help="with block: forget targets this late (s; 0 = never)")] = 0.0,
     checkpoint_every: Annotated[int, typer.Option(help="checkpoint every N steps (0: at the end / on stop)")] = 0,
     resume: Annotated[bool, typer.Option(help="continue from <out>/checkpoints")] = False,
     metrics_port: Annotated[int, typer.Option(help="Prometheus base port: block i serves base+i (0 = off)")] = 0,
@@ -195,6 +196,7 @@ def launch_cmd(
         opts = LaunchOptions(
             blocks=blocks, gpus=parse_gpus(gpus), out=out, log_dir=log_dir, backend=backend, lockstep=lockstep,
             max_inflight=max_inflight, overflow=overflow, checkpoint_every=checkpoint_every, resume=resume,
+            target_timeout_s=target_timeout,
             metrics_port=metrics_port, metrics_addr=metrics_addr, host=host, threads=threads, live=live,
         )  # fmt: skip
         summary = launch(cfg, opts)
@@ -251,9 +253,12 @@ def worker_cmd(
     lockstep: Annotated[bool, typer.Option()] = False,
     max_inflight: Annotated[int, typer.Option()] = 8,
     overflow: Annotated[str, typer.Option()] = "block",
+    target_timeout: Annotated[float, typer.Option(help="block policy: forget targets this late (s; 0 = never)")] = 0.0,
     checkpoint_every: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option()] = False,
-    metrics_port: Annotated[int, typer.Option(help="base port; this block serves base + block (0 = off)")] = 0,
+    metrics_port: Annotated[
+        int, typer.Option(help="base port; this block serves base + block (0 = off; $DNI_METRICS_PORT: exact port)")
+    ] = 0,
     metrics_addr: Annotated[str, typer.Option()] = "0.0.0.0",
     host: Annotated[str, typer.Option(help="address neighbours reach this block at ($DNI_HOST, 127.0.0.1)")] = "",
     bind: Annotated[str, typer.Option(help="address to listen on, if not --host ($DNI_BIND), e.g. 0.0.0.0")] = "",
@@ -283,7 +288,9 @@ def worker_cmd(
         wcfg = WorkerConfig(
             block=k, blocks=n, run_id=run_id or default_run_id(), out=str(out), lockstep=lockstep,
             max_inflight=max_inflight, overflow=overflow, checkpoint_every=checkpoint_every, resume=resume,
-            metrics_port=metrics_port + k if metrics_port else 0, metrics_addr=metrics_addr,
+            target_timeout_s=target_timeout,
+            metrics_port=int(os.environ.get("DNI_METRICS_PORT") or (metrics_port + k if metrics_port else 0)),
+            metrics_addr=metrics_addr,
             host=host or os.environ.get("DNI_HOST", "127.0.0.1"), control=control,
             bind=bind or os.environ.get("DNI_BIND", ""),
             port=port if port >= 0 else int(os.environ.get("DNI_PORT", "0")),

@@ -61,6 +61,7 @@ class LaunchOptions:
     lockstep: bool = False
     max_inflight: int = 8
     overflow: str = "block"
+    target_timeout_s: float = 0.0
     checkpoint_every: int = 0
     resume: bool = False
     metrics_port: int = 0  # base: block i serves on base + i (0 = off)
@@ -119,7 +120,7 @@ def plan_workers(
             "--block", str(k), "--blocks", str(opts.blocks),
             "--config-json", str(config_json), "--out", str(opts.out), "--run-id", run_id,
             "--max-inflight", str(opts.max_inflight), "--overflow", opts.overflow,
-            "--checkpoint-every", str(opts.checkpoint_every),
+            "--checkpoint-every", str(opts.checkpoint_every), "--target-timeout", str(opts.target_timeout_s),
             "--metrics-port", str(opts.metrics_port), "--metrics-addr", opts.metrics_addr,
             "--host", opts.host, "--control", control,
         ]  # fmt: skip

@@ -26,7 +26,7 @@ REJECT_REASONS = (
     "bad_frames", "bad_msgpack", "bad_header", "bad_version", "bad_kind", "wrong_run", "wrong_sender",
     "bad_dtype", "bad_shape", "bad_size", "too_large", "protocol", "control",
 )  # fmt: skip
-DROP_KINDS = ("pending", "stale_target", "gradient_queue")
+DROP_KINDS = ("pending", "timeout", "stale_target", "gradient_queue")
 DIRECTIONS = ("activation_in", "gradient_in", "error_in", "activation_out", "gradient_out", "error_out")
 
 

@@ -64,6 +64,8 @@ class WorkerConfig:
     max_inflight: int = 8  # steps an sg interface may run ahead of the targets it has received
     overflow: str = "block"  # when the window is full: block (wait) | drop-oldest (forget the oldest step)
     queue_limit: int = 16  # gradients waiting to be sent; drop-oldest discards beyond this (block: never)
+    target_timeout_s: float = 0.0  # block policy: forget a step whose target is this late (0 = wait forever);
+    # lets the run go on when targets were lost with a restarted neighbour
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end or on stop)
     resume: bool = False  # start from out/checkpoints/block<k>.pt when it exists
     metrics_port: int = 0  # the port this block serves /metrics on (0 = off)
@@ -393,6 +395,15 @@ class Worker:
     def _credit_ok(self) -> bool:
         if self.block.inflight() < self.wcfg.max_inflight:
             return True
+        timeout = self.wcfg.target_timeout_s
+        if self.wcfg.overflow == "block" and timeout and self.block.oldest_pending_age() > timeout:
+            self.dropped_steps.update(
+                next(iter(s.pending)) for s in self.block.stages if s.spec.out_method == "sg" and s.pending
+            )
+            n = self.block.drop_oldest_pending()
+            self.dropped["timeout"] += n
+            log.warning("%s gave up on %d target(s) older than %.0fs", self.prefix, n, timeout)
+            return True
         if self.wcfg.overflow == "drop-oldest":
             for s in self.block.stages:
                 if s.spec.out_method == "sg" and s.pending:
@@ -671,10 +682,13 @@ class Worker:
                 stats["samples_per_second"],
                 self._checkpoint_path(),
             )
+            if self.wcfg.control is None and self.is_first:
+                try:  # before announcing our own exit: a rendezvous server leaves once all blocks have
+                    self._write_summary(rdv)
+                except Exception as e:  # the checkpoints and stats are written; only the summary is missing
+                    log.error("%s could not write summary.json: %s", self.prefix, e)
             rdv.publish(f"block{self.k}/exit", self.status)
             self.close()
-        if self.wcfg.control is None and self.is_first:
-            self._write_summary(rdv)
         return 0
 
     def _write_summary(self, rdv: Rendezvous) -> None:
@@ -683,9 +697,8 @@ class Worker:
         shared (one machine, or a shared volume)."""
         from dni_dist.launcher import LaunchOptions, summarize
 
-        statuses = [
-            rdv.lookup(f"block{b}/exit", timeout_s=self.wcfg.drain_timeout_s + 60) for b in range(self.wcfg.blocks)
-        ]
+        wait = self.wcfg.drain_timeout_s + 60
+        statuses = [self.status] + [rdv.lookup(f"block{b}/exit", timeout_s=wait) for b in range(1, self.wcfg.blocks)]
         out = Path(self.wcfg.out)
         stats = []
         for b in range(self.wcfg.blocks):

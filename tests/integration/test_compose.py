@@ -58,6 +58,7 @@ def test_compose_invariants() -> None:
             env["MASTER_ADDR"] in svcs and svcs[n]["depends_on"][env["MASTER_ADDR"]]["condition"] == "service_healthy"
         )
         assert svcs[n]["restart"] == "on-failure" and "--resume" in svcs[n]["command"]
+        assert "--target-timeout" in svcs[n]["command"], "a restarted neighbour must not stall the credit window"
         assert "runs:/runs" in svcs[n]["volumes"], "checkpoints on the shared volume"
     published = [p.split(":")[0] for s in svcs.values() for p in s.get("ports", [])]
     assert len(published) == len(set(published)), f"published ports collide: {published}"
@@ -199,3 +200,27 @@ def test_compose_topology_trains_in_separate_network_namespaces(tmp_path: Path) 
     assert summary["final"]["test_accuracy"] > 0.9
     # each block listened on its own host's fixed port and was reached by service name
     assert "tcp://0.0.0.0:5555" in logs["block1"]
+
+
+def test_kubernetes_jobset_has_the_compose_topology() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "jobset.yaml").read_text()))
+    jobset = next(d for d in docs if d["kind"] == "JobSet")
+    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    jobs = {r["name"]: r["template"]["spec"] for r in jobset["spec"]["replicatedJobs"]}
+    block = jobs["block"]
+    pod = block["template"]["spec"]
+    (worker,) = pod["containers"]
+    env = {e["name"]: e for e in worker["env"]}
+    world = int(env["WORLD_SIZE"]["value"])
+    assert block["parallelism"] == block["completions"] == world and block["completionMode"] == "Indexed"
+    assert "job-completion-index" in env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+    sub = jobset["spec"]["network"]["subdomain"]
+    assert env["MASTER_ADDR"]["value"] == f"{jobset['metadata']['name']}-rendezvous-0-0.{sub}"  # JobSet pod DNS
+    store = jobs["rendezvous"]["template"]["spec"]["containers"][0]
+    assert store["command"][-1] == "dni_dist.rendezvous" and env["MASTER_PORT"]["value"] in store["args"]
+    assert "command" not in worker, "workers run the image's dni-worker entry point"
+    assert "--resume" in worker["args"] and worker["readinessProbe"]["httpGet"]["port"] == 9100
+    mount = worker["volumeMounts"][0]
+    assert any(a.startswith(mount["mountPath"]) for a in worker["args"]), "--out on the shared volume"
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
