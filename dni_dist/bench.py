@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,6 +64,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _batches() -> Iterator[tuple[Any, Any]]:
+    """The same batch stream every contestant trains on (bundled MNIST subset, seed 0)."""
+    from dni_dist.data import BatchStream, load_dataset
+
+    ds = load_dataset("mnist", subset=True)
+    return iter(BatchStream(ds.x_train, ds.labels_train, 10, BATCH, seed=0))
+
+
 def run_torch_single(steps: int) -> float:
     out = subprocess.run(
         [sys.executable, "-m", "dni_dist.bench", "torch-loop", str(steps)],
@@ -78,15 +87,13 @@ def torch_loop(steps: int) -> None:
     import torch.nn.functional as F
 
     from dni_dist.config import ModelConfig
-    from dni_dist.data import BatchStream, load_dataset
     from dni_dist.models import build_layers
 
     torch.set_num_threads(1)
     layers, _ = build_layers(ModelConfig(kind="mlp", depth=DEPTH, width=WIDTH), input_dim=784, num_classes=10, seed=0)
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    ds = load_dataset("mnist", subset=True)
-    batches = iter(BatchStream(ds.x_train, ds.labels_train, 10, BATCH, seed=0))
+    batches = _batches()
     start = time.perf_counter()
     for _ in range(steps):
         x, y = next(batches)
@@ -151,7 +158,6 @@ def pp_rank(rank: int, port: int, schedule: str, microbatches: int, steps: int, 
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
     from dni_dist.config import ModelConfig
-    from dni_dist.data import BatchStream, load_dataset
     from dni_dist.models import build_layers
 
     torch.set_num_threads(1)
@@ -162,8 +168,7 @@ def pp_rank(rank: int, port: int, schedule: str, microbatches: int, steps: int, 
     kinds = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
     sched = kinds[schedule](stage, n_microbatches=microbatches, loss_fn=lambda o, y: F.cross_entropy(o, y))
     opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)  # as dni_dist uses
-    ds = load_dataset("mnist", subset=True)
-    batches = iter(BatchStream(ds.x_train, ds.labels_train, 10, BATCH, seed=0))
+    batches = _batches()
     start = time.perf_counter()
     for _ in range(steps):
         x, y = next(batches)

@@ -203,27 +203,11 @@ class Worker:
         if not self.is_first:
             sock = make_socket(self.ctx, zmq.PULL, tcfg)
             rdv.publish(f"block{k}/act", self._bind(sock, 0))
-            self.act_in = ZmqReceiver(
-                sock,
-                run=w.run_id,
-                expect_block=k - 1,
-                allowed=frozenset({"activation", "end"}),
-                prefix=self.prefix,
-                edge="activation",
-                max_bytes=tcfg.max_tensor_bytes,
-            )
+            self.act_in = self._receiver(sock, k - 1, {"activation", "end"}, "activation")
         if not self.is_last:
             sock = make_socket(self.ctx, zmq.PULL, tcfg)
             rdv.publish(f"block{k}/grad", self._bind(sock, 1))
-            self.grad_in = ZmqReceiver(
-                sock,
-                run=w.run_id,
-                expect_block=k + 1,
-                allowed=frozenset({"gradient", "done"}),
-                prefix=self.prefix,
-                edge="gradient",
-                max_bytes=tcfg.max_tensor_bytes,
-            )
+            self.grad_in = self._receiver(sock, k + 1, {"gradient", "done"}, "gradient")
         if self.is_last and self.remote_subscriber_blocks:
             self.xpub = make_socket(self.ctx, zmq.XPUB, tcfg)
             self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
@@ -241,15 +225,7 @@ class Worker:
             sock = make_socket(self.ctx, zmq.SUB, tcfg)
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.connect(rdv.lookup("errors"))
-            self.err_sub = ZmqReceiver(
-                sock,
-                run=w.run_id,
-                expect_block=w.blocks - 1,
-                allowed=frozenset({"output_error"}),
-                prefix=self.prefix,
-                edge="output-error",
-                max_bytes=tcfg.max_tensor_bytes,
-            )
+            self.err_sub = self._receiver(sock, w.blocks - 1, {"output_error"}, "output-error")
         log.info(
             "%s listening on %s",
             self.prefix,
@@ -281,6 +257,17 @@ class Worker:
                 "%s nothing left to train (resumed at step %d of %d)", self.prefix, self.next_step, self.cfg.run.steps
             )
             self.act_out.send(Marker(MarkerKind.END, max(self.next_step - 1, 0), self.k))
+
+    def _receiver(self, sock: zmq.Socket[Any], sender: int, kinds: set[str], edge: str) -> ZmqReceiver:
+        return ZmqReceiver(
+            sock,
+            run=self.wcfg.run_id,
+            expect_block=sender,
+            allowed=frozenset(kinds),
+            prefix=self.prefix,
+            edge=edge,
+            max_bytes=self.wcfg.transport.max_tensor_bytes,
+        )
 
     def _bind(self, sock: zmq.Socket[Any], offset: int) -> str:
         """Bind on --bind (fixed port --port + offset, or a free one) and return the endpoint the
