@@ -1,45 +1,65 @@
-"""dni-repro: every experiment's --quick variant runs and shows its key number."""
+"""dni-repro: `all --quick` runs every experiment once (as CI does); each test checks the key
+number of one experiment from that run's files."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from dni_dist.experiments import ExperimentOptions
 from dni_dist.experiments.cli import app
-from dni_dist.experiments.critical_point import run as critical_point
 from dni_dist.experiments.unified import PAPER
-from dni_dist.experiments.unified import run as unified
 
 
-def test_critical_point_sg_stalls_where_backprop_does_not(tmp_path: Path) -> None:
-    key = critical_point(ExperimentOptions(out=tmp_path, quick=True)).key
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("repro")
+    res = CliRunner().invoke(app, ["all", "--quick", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_has_every_section(repro: Path) -> None:
+    report = (repro / "REPORT.md").read_text()
+    for section in ("## Table 2", "## Critical point", "## Unified view"):
+        assert section in report
+    bad = CliRunner().invoke(app, ["nope", "--out", str(repro / "x")])
+    assert bad.exit_code == 2 and "unknown experiment" in bad.output
+
+
+def test_table2_mse_reaches_the_optimum_and_log_loss_shows_the_plateau(repro: Path) -> None:
+    rows = csv_rows(repro / "table2.csv")
+    assert list(rows[0]) == ["dataset", "model", "loss", "sg", "difference", "backprop_difference", "paper_difference"]
+    by = {(r["dataset"], r["model"], r["loss"], r["sg"]): r for r in rows}
+    assert all(float(r["difference"]) < 1e-5 for r in rows if r["loss"] == "mse")
+    lin, sig = by["linear2", "shallow", "log", "linear"], by["linear2", "shallow", "log", "sigmoid"]
+    assert float(lin["difference"]) > float(lin["backprop_difference"]), "linear SG plateaus on separable data"
+    assert float(sig["difference"]) < float(lin["difference"]), "the sigmoid SG helps"
+    assert float(by["random2", "shallow", "log", "linear"]["difference"]) < 1e-4
+
+
+def test_critical_point_sg_stalls_where_backprop_does_not(repro: Path) -> None:
+    key = json.loads((repro / "critical_point.json").read_text())
     sg, bp = key["sg_final"], key["backprop_final"]
     assert sg["a"] == key["start"]["a"], "a never moves under the constant SG (symmetric data)"
     assert abs(sg["c"]) < 1e-6 and abs(sg["b"]) < abs(sg["a"]), "stopped on the SG fixed point"
     assert abs(key["true_gradient_at_sg_final"]["da"]) > 1, "which is not a critical point of L"
     assert bp["loss"] < 0.05 and sg["loss"] > 1.0
-    assert (tmp_path / "critical_point.png").stat().st_size > 10_000
+    assert (repro / "critical_point.png").stat().st_size > 10_000
 
 
-def test_unified_measures_the_papers_table1(tmp_path: Path) -> None:
-    result = unified(ExperimentOptions(out=tmp_path, quick=True))
-    with open(tmp_path / "unified.csv") as f:
-        rows = list(csv.DictReader(f))
+def test_unified_measures_the_papers_table1(repro: Path) -> None:
+    rows = csv_rows(repro / "unified.csv")
     assert list(rows[0]) == ["method", "update_locked", "backward_locked", "direct_error", "test_accuracy"]
     assert [r["method"] for r in rows] == ["bp", "fa", "dfa", "kb", "sg", "sg_beta"]
     for r in rows:
         assert (r["update_locked"], r["backward_locked"], r["direct_error"]) == PAPER[r["method"]]
         assert float(r["test_accuracy"]) > 0.3  # all learn (chance: 0.1)
-    assert result.key["matches_paper_table1"]
-
-
-def test_repro_all_quick_writes_the_report(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["all", "--quick", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    report = (tmp_path / "REPORT.md").read_text()
-    assert "## Critical point" in report and "## Unified view" in report
-    bad = CliRunner().invoke(app, ["nope", "--out", str(tmp_path)])
-    assert bad.exit_code == 2 and "unknown experiment" in bad.output
