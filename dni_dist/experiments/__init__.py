@@ -36,9 +36,14 @@ Experiment = Callable[[ExperimentOptions], ExperimentResult]
 
 
 def registry() -> dict[str, Experiment]:
-    from dni_dist.experiments import critical_point, table2, unified
+    from dni_dist.experiments import critical_point, mnist_depth, table2, unified
 
-    return {"table2": table2.run, "critical-point": critical_point.run, "unified": unified.run}
+    return {
+        "table2": table2.run,
+        "mnist-depth": mnist_depth.run,
+        "critical-point": critical_point.run,
+        "unified": unified.run,
+    }
 
 
 __all__ = ["Experiment", "ExperimentOptions", "ExperimentResult", "registry"]

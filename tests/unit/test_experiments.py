@@ -29,7 +29,7 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 
 def test_report_has_every_section(repro: Path) -> None:
     report = (repro / "REPORT.md").read_text()
-    for section in ("## Table 2", "## Critical point", "## Unified view"):
+    for section in ("## Table 2", "## Deep MNIST nets", "## Critical point", "## Unified view"):
         assert section in report
     bad = CliRunner().invoke(app, ["nope", "--out", str(repro / "x")])
     assert bad.exit_code == 2 and "unknown experiment" in bad.output
@@ -63,3 +63,13 @@ def test_unified_measures_the_papers_table1(repro: Path) -> None:
     for r in rows:
         assert (r["update_locked"], r["backward_locked"], r["direct_error"]) == PAPER[r["method"]]
         assert float(r["test_accuracy"]) > 0.3  # all learn (chance: 0.1)
+
+
+def test_mnist_depth_every_regime_learns_and_curves_are_written(repro: Path) -> None:
+    key = json.loads((repro / "mnist_depth.json").read_text())
+    assert {e["regime"] for e in key.values()} == {"backprop", "one SG (middle)", "SG every layer"}
+    assert all(e["test_accuracy"] > 0.5 for e in key.values()), key  # chance is 0.1
+    bp, sg = key["6/backprop"]["test_accuracy"], key["6/one SG (middle)"]["test_accuracy"]
+    assert sg > bp - 0.05, (sg, bp)  # one SG in the middle learns about as well as backprop
+    rows = csv_rows(repro / "mnist_depth.csv")
+    assert len(rows) == 6 * 150 and (repro / "mnist_depth.png").stat().st_size > 10_000
