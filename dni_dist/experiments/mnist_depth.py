@@ -65,7 +65,7 @@ def run(opts: ExperimentOptions) -> ExperimentResult:
             cfg = config(depth, placement, method, opts)
             local = train_one(cfg, distributed=False)
             entry = {"depth": depth, "regime": regime, **local}
-            if opts.distributed:
+            if opts.distributed and placement != "none":  # one stage: nothing to distribute
                 entry["distributed"] = train_one(cfg, distributed=True)
             results[f"{depth}/{regime}"] = entry
     with open(out / "mnist_depth.csv", "w", newline="") as f:
@@ -89,24 +89,28 @@ def run(opts: ExperimentOptions) -> ExperimentResult:
     plt.close(fig)
     key = {k: {kk: vv for kk, vv in e.items() if kk != "curve"} for k, e in results.items()}
     (out / "mnist_depth.json").write_text(json.dumps(key, indent=2))
+    files = ["mnist_depth.csv", "mnist_depth.json", "mnist_depth.png"]
+    return ExperimentResult("mnist-depth", markdown(key, opts), files, key)
+
+
+def markdown(key: dict[str, dict[str, Any]], opts: ExperimentOptions) -> str:
+    """The report section, from the content of mnist_depth.json."""
     width = 64 if opts.quick else 512
+    steps = config(6, "none", "bp", opts).run.steps
     lines = [
         "## Deep MNIST nets (Figure 4)",
         "",
         f"`dni-repro mnist-depth{' --quick' if opts.quick else ''}{' --distributed' if opts.distributed else ''}`: "
-        f"ReLU+BN MLPs of {width} units, {config(depths[0], 'none', 'bp', opts).run.steps} steps of batch 128 on the "
-        "bundled MNIST subset (4,000 train / 1,000 test), Adam 1e-3, cDNI linear SGs (Adam 1e-3). Curves: "
-        "`mnist_depth.png`.",
+        f"ReLU+BN MLPs of {width} units, {steps} steps of batch 128 on the bundled MNIST subset (4,000 train / "
+        "1,000 test), Adam 1e-3, cDNI linear SGs (Adam 1e-3). Curves: `mnist_depth.png`.",
         "",
         "| hidden layers | regime | final train loss | test accuracy"
         + (" | test accuracy, 4 processes free-running |" if opts.distributed else " |"),
         "|---:|---|---:|---:|" + ("---:|" if opts.distributed else ""),
     ]
-    for e in results.values():
+    for e in key.values():
         dist = e.get("distributed")
         extra = f" {dist['test_accuracy']:.4f} |" if dist else (" – |" if opts.distributed else "")
         lines.append(f"| {e['depth']} | {e['regime']} | {e['train_loss']:.4f} | {e['test_accuracy']:.4f} |{extra}")
     lines.append("")
-    return ExperimentResult(
-        "mnist-depth", "\n".join(lines), ["mnist_depth.csv", "mnist_depth.json", "mnist_depth.png"], key
-    )
+    return "\n".join(lines)
