@@ -36,11 +36,14 @@ Experiment = Callable[[ExperimentOptions], ExperimentResult]
 
 
 def registry() -> dict[str, Experiment]:
-    from dni_dist.experiments import critical_point, mnist_depth, table2, unified
+    from dni_dist.experiments import critical_point, mnist_depth, representations, table2, unified
 
     return {
         "table2": table2.run,
         "mnist-depth": mnist_depth.run,
+        "rdm": representations.run_rdm,
+        "weight-norms": representations.run_weight_norms,
+        "probes": representations.run_probes,
         "critical-point": critical_point.run,
         "unified": unified.run,
     }

@@ -29,7 +29,8 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 
 def test_report_has_every_section(repro: Path) -> None:
     report = (repro / "REPORT.md").read_text()
-    for section in ("## Table 2", "## Deep MNIST nets", "## Critical point", "## Unified view"):
+    sections = ("## Table 2", "## Deep MNIST nets", "## Representational", "## Weight norms", "## Linear probes")
+    for section in (*sections, "## Critical point", "## Unified view"):
         assert section in report
     bad = CliRunner().invoke(app, ["nope", "--out", str(repro / "x")])
     assert bad.exit_code == 2 and "unknown experiment" in bad.output
@@ -73,3 +74,25 @@ def test_mnist_depth_every_regime_learns_and_curves_are_written(repro: Path) -> 
     assert sg > bp - 0.05, (sg, bp)  # one SG in the middle learns about as well as backprop
     rows = csv_rows(repro / "mnist_depth.csv")
     assert len(rows) == 6 * 150 and (repro / "mnist_depth.png").stat().st_size > 10_000
+
+
+def test_rdm_representations_become_block_diagonal(repro: Path) -> None:
+    key = json.loads((repro / "rdm.json").read_text())
+    bp = key["backprop"]["block_contrast"]
+    assert len(bp) == 6 and bp[-1] > bp[0] + 0.2, bp  # digits separate as depth grows
+    assert abs(key["backprop"]["similarity_to_last"][-1] - 1) < 1e-9  # the last layer against itself
+    assert set(key["settles_at"]) == {"backprop", "one SG", "SG everywhere", "DFA"}
+    assert (repro / "rdm.png").stat().st_size > 10_000
+
+
+def test_weight_norms_one_per_layer_per_regime(repro: Path) -> None:
+    key = json.loads((repro / "weight_norms.json").read_text())
+    assert set(key) == {"backprop", "one SG", "SG everywhere", "DFA"}
+    assert all(len(v) == 7 and all(0 < n < 100 for n in v) for v in key.values())
+
+
+def test_probes_dfa_is_linearly_separable_early_and_backprop_late(repro: Path) -> None:
+    key = json.loads((repro / "probes.json").read_text())
+    assert key["DFA"]["classifier_train_accuracy"][0] > 0.9  # the paper: DFA solves the task bottom-up
+    assert key["backprop"]["classifier_train_accuracy"][-1] > 0.95
+    assert all(m > 0 for k in key.values() for m in k["input_regression_mse"])
