@@ -33,7 +33,7 @@ def _run_one(name: str, opts: ExperimentOptions) -> ExperimentResult:
 
 @app.command()
 def main(
-    experiment: Annotated[str, typer.Argument(help="an experiment name, or 'all'")],
+    experiment: Annotated[str, typer.Argument(help="an experiment, several joined by commas, or 'all'")],
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/repro"),
     quick: Annotated[bool, typer.Option(help="the reduced version (well under a minute each)")] = False,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
@@ -42,12 +42,15 @@ def main(
     """Run EXPERIMENT (or all) and write its results, figures and Markdown into OUT."""
     logging.basicConfig(level=logging.WARNING)
     names = list(registry())
-    if experiment != "all" and experiment not in names:
-        console.print(f"[red]error:[/red] unknown experiment {experiment!r}; choose from {', '.join(names)} or all")
+    chosen = names if experiment == "all" else [e.strip() for e in experiment.split(",") if e.strip()]
+    unknown = [e for e in chosen if e not in names]
+    if unknown or not chosen:
+        console.print(f"[red]error:[/red] unknown experiment {', '.join(unknown) or experiment!r}; "
+                      f"choose from {', '.join(names)} or all")  # fmt: skip
         raise typer.Exit(2)
     out.mkdir(parents=True, exist_ok=True)
     opts = ExperimentOptions(out=out, quick=quick, seed=seed, distributed=distributed)
-    results = [_run_one(n, opts) for n in (names if experiment == "all" else [experiment])]
+    results = [_run_one(n, opts) for n in chosen]  # in one process: rdm, weight-norms, probes share their training
     if experiment == "all":
         head = (
             "# Reproduction report\n\nUnderstanding Synthetic Gradients and Decoupled Neural Interfaces "
