@@ -36,10 +36,11 @@ Experiment = Callable[[ExperimentOptions], ExperimentResult]
 
 
 def registry() -> dict[str, Experiment]:
-    from dni_dist.experiments import critical_point, mnist_depth, representations, table2, unified
+    from dni_dist.experiments import critical_point, loss_surface, mnist_depth, representations, table2, unified
 
     return {
         "table2": table2.run,
+        "loss-surface": loss_surface.run,
         "mnist-depth": mnist_depth.run,
         "rdm": representations.run_rdm,
         "weight-norms": representations.run_weight_norms,

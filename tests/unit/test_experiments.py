@@ -29,7 +29,8 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 
 def test_report_has_every_section(repro: Path) -> None:
     report = (repro / "REPORT.md").read_text()
-    sections = ("## Table 2", "## Deep MNIST nets", "## Representational", "## Weight norms", "## Linear probes")
+    sections = ("## Table 2", "## Implied loss", "## Deep MNIST nets", "## Representational", "## Weight norms",
+                "## Linear probes")  # fmt: skip
     for section in (*sections, "## Critical point", "## Unified view"):
         assert section in report
     bad = CliRunner().invoke(app, ["nope", "--out", str(repro / "x")])
@@ -96,3 +97,14 @@ def test_probes_dfa_is_linearly_separable_early_and_backprop_late(repro: Path) -
     assert key["DFA"]["classifier_train_accuracy"][0] > 0.9  # the paper: DFA solves the task bottom-up
     assert key["backprop"]["classifier_train_accuracy"][-1] > 0.95
     assert all(m > 0 for k in key.values() for m in k["input_regression_mse"])
+
+
+def test_loss_surface_top_layer_fits_early_and_fidelity_falls_late(repro: Path) -> None:
+    key = json.loads((repro / "loss_surface.json").read_text())
+    for loss in ("mse", "log"):
+        steps = sorted(key[loss], key=int)
+        best_early = max(key[loss][s]["rank_correlation"][-1] for s in steps[:2])
+        assert best_early > 0.9, (loss, key[loss])  # the top layer's implied loss ranks points like the true loss
+        last = key[loss][steps[-1]]["rank_correlation"]
+        assert sum(last) / len(last) < best_early, (loss, key[loss])  # and fidelity degrades late in training
+    assert (repro / "loss_surface_mse.png").stat().st_size > 10_000
