@@ -36,7 +36,15 @@ Experiment = Callable[[ExperimentOptions], ExperimentResult]
 
 
 def registry() -> dict[str, Experiment]:
-    from dni_dist.experiments import critical_point, loss_surface, mnist_depth, representations, table2, unified
+    from dni_dist.experiments import (
+        conditioning,
+        critical_point,
+        loss_surface,
+        mnist_depth,
+        representations,
+        table2,
+        unified,
+    )
 
     return {
         "table2": table2.run,
@@ -47,6 +55,7 @@ def registry() -> dict[str, Experiment]:
         "probes": representations.run_probes,
         "critical-point": critical_point.run,
         "unified": unified.run,
+        "conditioning": conditioning.run,
     }
 
 

@@ -51,14 +51,16 @@ def spearman_within_labels(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> 
     return total / weight if weight else float("nan")
 
 
-def train_and_compare(loss: str, opts: ExperimentOptions, snapshots: list[int]) -> dict[str, Any]:
+def train_and_compare(
+    loss: str, opts: ExperimentOptions, snapshots: list[int], conditioning: str = "activation+label"
+) -> dict[str, Any]:
     cfg = config_from_dict(
         {
             "model": {"kind": "mlp", "depth": 5, "width": 64, "batch_norm": False,
                       "loss": "ce" if loss == "log" else "mse"},
             "split": {"placement": "every"},
             "credit": {"method": "sg"},
-            "synthetic": {"kind": "linear", "conditioning": "activation+label", "lr": 1e-3},
+            "synthetic": {"kind": "linear", "conditioning": conditioning, "lr": 1e-3},
             "optim": {"lr": 1e-3},
             "data": {"name": "grid2", "batch_size": 0},
             "run": {"steps": max(snapshots), "seed": opts.seed},

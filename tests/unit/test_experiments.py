@@ -31,7 +31,7 @@ def test_report_has_every_section(repro: Path) -> None:
     report = (repro / "REPORT.md").read_text()
     sections = ("## Table 2", "## Implied loss", "## Deep MNIST nets", "## Representational", "## Weight norms",
                 "## Linear probes")  # fmt: skip
-    for section in (*sections, "## Critical point", "## Unified view"):
+    for section in (*sections, "## Critical point", "## Unified view", "## SG conditioning"):
         assert section in report
     bad = CliRunner().invoke(app, ["nope", "--out", str(repro / "x")])
     assert bad.exit_code == 2 and "unknown experiment" in bad.output
@@ -108,3 +108,12 @@ def test_loss_surface_top_layer_fits_early_and_fidelity_falls_late(repro: Path) 
         last = key[loss][steps[-1]]["rank_correlation"]
         assert sum(last) / len(last) < best_early, (loss, key[loss])  # and fidelity degrades late in training
     assert (repro / "loss_surface_mse.png").stat().st_size > 10_000
+
+
+def test_conditioning_on_activation_and_label_estimates_and_converges_best(repro: Path) -> None:
+    key = json.loads((repro / "conditioning.json").read_text())
+    for loss in ("mse", "log"):
+        full, act, lab = (key[f"{loss}/{c}"] for c in ("activation+label", "activation", "label"))
+        assert full["fidelity"] > act["fidelity"], (loss, full, act)  # the label helps estimate the loss
+        assert full["final_loss"] < act["final_loss"], (loss, full, act)  # and converge
+        assert lab["final_loss"] > 10 * full["final_loss"], (loss, full, lab)  # label only does not converge
