@@ -55,7 +55,9 @@ class ModelConfig:
     width: int = 512  # units per hidden layer
     activation: str = "relu"  # relu | tanh (mlp only)
     batch_norm: bool = True  # Linear -> BatchNorm -> activation, as in the paper's MNIST nets
-    loss: str = "ce"  # ce (softmax cross-entropy) | mse (mean over batch and outputs)
+    # ce (softmax cross-entropy) | mse (mean over batch and outputs) | bce (two-class data only: one
+    # output logit z, sigmoid cross-entropy; the paper's "single output neuron" variant, App. C)
+    loss: str = "ce"
 
     def __post_init__(self) -> None:
         _one_of(self.kind, MODEL_KINDS, "model.kind")
@@ -63,7 +65,7 @@ class ModelConfig:
         _check(self.kind == "linear" or self.depth >= 1, "model.depth", f"{self.kind} needs depth >= 1")
         _check(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
         _one_of(self.activation, ("relu", "tanh"), "model.activation")
-        _one_of(self.loss, ("ce", "mse"), "model.loss")
+        _one_of(self.loss, ("ce", "mse", "bce"), "model.loss")
 
     @property
     def num_layers(self) -> int:
@@ -245,6 +247,13 @@ class TrainConfig:
             "the sigmoid head predicts ∂L/∂logits and only fits an interface at the output "
             "(split.placement = 'output')",
         )
+        if self.model.loss == "bce":
+            from dni_dist.data import dataset_shape  # late import: data imports config
+
+            classes = dataset_shape(self.data.name)[1]
+            _check(
+                classes == 2, "model.loss", f"'bce' needs a two-class dataset; {self.data.name} has {classes} classes"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,7 +24,23 @@ def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(output, target)
 
 
-LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "mse": mse}
+def binary_cross_entropy(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sigmoid cross-entropy of one logit per example ([N, 1]) against two-class one-hot targets
+    ([N, 2]; class 1 is the positive one), averaged over the batch. Same function class and the
+    same optimum as softmax cross-entropy on two logits (only their difference matters)."""
+    return F.binary_cross_entropy_with_logits(logit[:, 0], target[:, 1])
+
+
+LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "mse": mse, "bce": binary_cross_entropy}
+
+
+def output_width(loss: str, num_classes: int) -> int:
+    """Width of the network's output layer: one logit for `bce`, one unit per class otherwise."""
+    if loss != "bce":
+        return num_classes
+    if num_classes != 2:
+        raise ValueError(f"model.loss = 'bce' needs a two-class dataset, got {num_classes} classes; use 'ce'")
+    return 1
 
 
 def get_loss(name: str) -> LossFn:
@@ -35,4 +51,6 @@ def get_loss(name: str) -> LossFn:
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
-    return float((output.argmax(dim=1) == target.argmax(dim=1)).float().mean())
+    """Fraction of examples whose predicted class (argmax; logit > 0 for one output) is the target's."""
+    predicted = (output[:, 0] > 0).long() if output.shape[1] == 1 else output.argmax(dim=1)
+    return float((predicted == target.argmax(dim=1)).float().mean())

@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 from dni_dist.config import ModelConfig
+from dni_dist.losses import output_width
 
 
 def build_layers(cfg: ModelConfig, *, input_dim: int, num_classes: int, seed: int) -> tuple[list[nn.Module], list[int]]:
     """The model's layers (initialised from `seed`) and the output width of each."""
-    widths = [num_classes] if cfg.kind == "linear" else [cfg.width] * cfg.depth + [num_classes]
+    out = output_width(cfg.loss, num_classes)
+    widths = [out] if cfg.kind == "linear" else [cfg.width] * cfg.depth + [out]
     layers: list[nn.Module] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -36,7 +36,7 @@ from torch import nn
 
 from dni_dist.config import OptimConfig, SyntheticConfig
 from dni_dist.feedback import direct_feedback_matrix, to_feedback_alignment
-from dni_dist.losses import accuracy, get_loss
+from dni_dist.losses import accuracy, get_loss, output_width
 from dni_dist.messages import Kind, Message
 from dni_dist.synthetic import SyntheticGradient
 
@@ -66,6 +66,11 @@ class StageSpec:
     beta: float = 0.0
     feedback_scale: float = 1.0
     broadcast_error: bool = False  # last stage: send e = ∂L/∂ŷ to dfa/kb stages
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the network output ŷ (and of the broadcast error e = ∂L/∂ŷ)."""
+        return output_width(self.loss, self.num_classes)
 
     @property
     def is_last(self) -> bool:
@@ -181,7 +186,7 @@ class Stage:
         if spec.out_method in DIRECT_METHODS:
             self.feedback = direct_feedback_matrix(
                 spec.out_method,
-                num_outputs=spec.num_classes,
+                num_outputs=spec.num_outputs,
                 dim=spec.out_dim,
                 generator=generator,
                 scale=spec.feedback_scale,
@@ -249,7 +254,7 @@ class Stage:
         entry = self.pending.get(msg.step)
         if entry is None:
             raise ProtocolError(f"{self.prefix} {msg.describe()}: no forward pending for that step")
-        want = (entry.h.shape[0], spec.num_classes) if msg.kind is Kind.OUTPUT_ERROR else tuple(entry.h.shape)
+        want = (entry.h.shape[0], spec.num_outputs) if msg.kind is Kind.OUTPUT_ERROR else tuple(entry.h.shape)
         if tuple(msg.tensor.shape) != want:
             raise ProtocolError(f"{self.prefix} {msg.describe()}: expected shape {want} for step {msg.step}")
         del self.pending[msg.step]

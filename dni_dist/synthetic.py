@@ -7,7 +7,8 @@
   fresh SG predicts 0 and leaves the block below unchanged).
 - mlp: ReLU hidden layers, the output layer zero-initialised (also starts at 0).
 - sigmoid: SG(z, y) = σ(z·A + y·C + b) − y, for log loss at the output (paper §4). It models
-  ∂L/∂logits = p − y, whose linear fit fails on separable data; it needs dim(h) = dim(y).
+  ∂L/∂logits = p − y, whose linear fit fails on separable data; it needs dim(h) = dim(y), or
+  one logit and two classes (`bce`), where it is σ(·) − y₁ with y₁ the positive class.
 
 Conditioning picks the inputs: activation+label (cDNI), activation only, or label only.
 """
@@ -33,10 +34,12 @@ class SyntheticGradient(nn.Module):
         self.kind = kind
         self.use_h = conditioning in ("activation+label", "activation")
         self.use_y = conditioning in ("activation+label", "label")
-        if kind == "sigmoid" and act_dim != label_dim:
+        self.binary = kind == "sigmoid" and act_dim == 1 and label_dim == 2  # one logit, y₁ = positive class
+        if kind == "sigmoid" and act_dim != label_dim and not self.binary:
             raise ValueError(
                 f"the sigmoid SG head predicts σ(·) − y and needs activation width ({act_dim}) == "
-                f"label width ({label_dim}); use it at the output interface (split.placement = 'output')"
+                f"label width ({label_dim}), or one logit and two classes; use it at the output "
+                "interface (split.placement = 'output')"
             )
         self.A: nn.Parameter | None = None
         self.C: nn.Parameter | None = None
@@ -71,7 +74,7 @@ class SyntheticGradient(nn.Module):
             inputs = [t for t, use in ((h, self.use_h), (y, self.use_y)) if use]
             return self.mlp(torch.cat(inputs, dim=1))  # type: ignore[no-any-return]
         if self.kind == "sigmoid":
-            return torch.sigmoid(self._linear(h, y)) - y
+            return torch.sigmoid(self._linear(h, y)) - (y[:, 1:] if self.binary else y)
         return self._linear(h, y)
 
     @torch.no_grad()

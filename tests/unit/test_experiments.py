@@ -46,6 +46,12 @@ def test_table2_mse_reaches_the_optimum_and_log_loss_shows_the_plateau(repro: Pa
     assert float(lin["difference"]) > float(lin["backprop_difference"]), "linear SG plateaus on separable data"
     assert float(sig["difference"]) < float(lin["difference"]), "the sigmoid SG helps"
     assert float(by["random2", "shallow", "log", "linear"]["difference"]) < 1e-4
+    # noisy2: with two logits the linear SG's fixed point is the optimum (no plateau, as derived in
+    # table2.py); with one logit (bce) it is not: a plateau far above backprop's, which the sigmoid SG removes
+    assert float(by["noisy2", "shallow", "log", "linear"]["difference"]) < 1e-6
+    bce, bce_sig = by["noisy2", "shallow", "bce", "linear"], by["noisy2", "shallow", "bce", "sigmoid"]
+    assert float(bce["difference"]) > 1e-5 > 100 * max(float(bce["backprop_difference"]), 1e-8)
+    assert float(bce_sig["difference"]) < 1e-6
 
 
 def test_critical_point_sg_stalls_where_backprop_does_not(repro: Path) -> None:
