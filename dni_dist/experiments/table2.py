@@ -1,6 +1,6 @@
 """Appendix C / Table 2: do SG-trained linear and deep linear models reach the global optimum?
 
-    dni-repro table2 --out runs/repro            # every row of the paper's table (~5 minutes)
+    dni-repro table2 --out runs/repro            # every row of the paper's table and the bce rows (~6 minutes)
     dni-repro table2 --out runs/repro --quick    # the 2-D rows (bce: noisy2 only), fewer steps
 
 Rows: {linear, noisy, random} × {2-D, 100-D} data (paper App. C), shallow (a linear model, the
