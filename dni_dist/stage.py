@@ -121,7 +121,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine similarity of two tensors as flat vectors (three dot products: a tenth of the cost
     of F.cosine_similarity's normalise-then-multiply on one CPU thread)."""
     a, b = a.flatten(), b.flatten()
-    ab, aa, bb = (float(v) for v in torch.stack([torch.dot(a, b), torch.dot(a, a), torch.dot(b, b)]))
+    ab, aa, bb = torch.stack([torch.dot(a, b), torch.dot(a, a), torch.dot(b, b)]).tolist()
     denom = math.sqrt(aa * bb)
     return ab / denom if denom > 0 else 0.0
 
