@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a stage's weights are stored under 'module' (was 'block')
 
 
 class CheckpointError(RuntimeError):

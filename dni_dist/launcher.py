@@ -317,7 +317,7 @@ def evaluate_checkpoints(cfg: TrainConfig, out: Path, blocks: int) -> tuple[floa
         state = checkpoint.load(checkpoint.block_path(out, k))
         for stage, s in zip(stages[first : last + 1], state["stages"]):
             stage.load_state_dict(s)
-    point = evaluate(assemble([s.block for s in stages]), ds.x_test, ds.y_test, cfg.model.loss)  # type: ignore[misc]
+    point = evaluate(assemble([s.module for s in stages]), ds.x_test, ds.y_test, cfg.model.loss)  # type: ignore[misc]
     return point.loss, point.accuracy, ds.source
 
 

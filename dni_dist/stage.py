@@ -1,11 +1,11 @@
-"""One stage of a decoupled network: its block, optimizer, outgoing interface and step logic.
+"""One stage of a decoupled network: its module, optimizer, outgoing interface and step logic.
 
-    stage = Stage(spec, block, optim=OptimConfig(), synthetic=SyntheticConfig(), total_steps=500)
+    stage = Stage(spec, module, optim=OptimConfig(), synthetic=SyntheticConfig(), total_steps=500)
     out = stage.forward(step, x, y)      # -> [activation, maybe gradient / output error]
     out = stage.receive(gradient_msg)     # -> [maybe gradient upstream]
 
 The stage never touches sockets: it consumes and returns `Message`s, so the in-process
-trainer and the ZeroMQ worker drive the very same code (DESIGN.md §2).
+trainer and the ZeroMQ worker drive the very same code (docs/architecture.md).
 
 [Note: what each method of the outgoing interface does]
 Let h = f_i(x) be this stage's output, N the batch size, and g the signal that updates θ_i
@@ -148,7 +148,7 @@ class Stage:
     def __init__(
         self,
         spec: StageSpec,
-        block: nn.Module,
+        module: nn.Module,
         *,
         optim: OptimConfig,
         synthetic: SyntheticConfig,
@@ -156,13 +156,13 @@ class Stage:
         seed: int,
     ) -> None:
         self.spec = spec
-        self.block = block
-        self.prefix = f"[block {spec.index}]"
+        self.module = module
+        self.prefix = f"[stage {spec.index}]"
         generator = torch.Generator().manual_seed(seed * 1009 + spec.index)
         if spec.in_method == "fa" or (spec.index == 0 and spec.out_method == "fa"):
-            n = to_feedback_alignment(block, generator)
+            n = to_feedback_alignment(module, generator)
             log.debug("%s feedback alignment on %d linear layers", self.prefix, n)
-        params = [p for p in block.parameters() if p.requires_grad]
+        params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(params, optim) if params else None
         self.scheduler = (  # none for a constant rate: LambdaLR.step() costs Python time every step
             torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(optim, total_steps, s))
@@ -172,14 +172,17 @@ class Stage:
         self.sg: SyntheticGradient | None = None
         self.sg_optimizer: torch.optim.Optimizer | None = None
         if spec.out_method in ("sg", "sg_beta"):
-            self.sg = SyntheticGradient(
-                kind=synthetic.kind,
-                conditioning=synthetic.conditioning,
-                act_dim=spec.out_dim,
-                label_dim=spec.num_classes,
-                hidden=synthetic.hidden,
-                layers=synthetic.layers,
-            )
+            # an MLP SG's hidden layers are random: seed them from run.seed, never from the global RNG
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed * 1009 + spec.index + 500_009)
+                self.sg = SyntheticGradient(
+                    kind=synthetic.kind,
+                    conditioning=synthetic.conditioning,
+                    act_dim=spec.out_dim,
+                    label_dim=spec.num_classes,
+                    hidden=synthetic.hidden,
+                    layers=synthetic.layers,
+                )
             sg_cfg = OptimConfig(name=synthetic.optimizer, lr=synthetic.lr)
             self.sg_optimizer = make_optimizer(list(self.sg.parameters()), sg_cfg)
         self.feedback: torch.Tensor | None = None
@@ -212,7 +215,7 @@ class Stage:
 
     # -- events -----------------------------------------------------------------------------
     def forward(self, step: int, x: torch.Tensor, y: torch.Tensor) -> list[Message]:
-        """Run the block on a training batch (the data at stage 0, a received activation after)."""
+        """Run the module on a training batch (the data at stage 0, a received activation after)."""
         spec = self.spec
         if not self.ready_for_forward:
             raise ProtocolError(
@@ -227,11 +230,11 @@ class Stage:
                 f"[N, {spec.num_classes}], got {tuple(x.shape)} and {tuple(y.shape)}"
             )
         self.last_step = step
-        self.block.train()
+        self.module.train()
         needs_x_grad = spec.index > 0 and spec.sends_gradient
         x = x.detach().requires_grad_(needs_x_grad)
         with torch.enable_grad():
-            h = self.block(x)
+            h = self.module(x)
         if spec.is_last:
             return self._finish_last(step, x if needs_x_grad else None, h, y)
         out = [Message(Kind.ACTIVATION, step, spec.index, h.detach(), y)]
@@ -271,8 +274,8 @@ class Stage:
         return self._update(msg.step, entry.x, entry.h, msg.tensor, waited="gradient")
 
     def to(self, device: torch.device) -> Stage:
-        """Move the block, SG module and feedback matrix (before the first step)."""
-        self.block.to(device)
+        """Move the module, SG module and feedback matrix (before the first step)."""
+        self.module.to(device)
         if self.sg is not None:
             self.sg.to(device)
         if self.feedback is not None:
@@ -282,7 +285,7 @@ class Stage:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume this stage (not its in-flight steps, which are lost)."""
         return {
-            "block": self.block.state_dict(),
+            "module": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "sg": self.sg.state_dict() if self.sg is not None else None,
@@ -294,7 +297,7 @@ class Stage:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.block.load_state_dict(state["block"])
+        self.module.load_state_dict(state["module"])
         for obj, key in (
             (self.optimizer, "optimizer"),
             (self.scheduler, "scheduler"),
@@ -314,8 +317,8 @@ class Stage:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
-        self.block.eval()
-        return self.block(x)  # type: ignore[no-any-return]
+        self.module.eval()
+        return self.module(x)  # type: ignore[no-any-return]
 
     # -- internals --------------------------------------------------------------------------
     def _finish_last(self, step: int, x: torch.Tensor | None, h: torch.Tensor, y: torch.Tensor) -> list[Message]:
@@ -358,7 +361,7 @@ class Stage:
         self, step: int, h: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, *, beta: float | None
     ) -> torch.Tensor:
         """One SG optimizer step towards the per-example target N·δ; with `beta`, also return
-        the conspiring update signal SG/N + β·∂loss/∂h for the block."""
+        the conspiring update signal SG/N + β·∂loss/∂h for this stage's module."""
         assert self.sg is not None and self.sg_optimizer is not None
         n = h.shape[0]
         target = delta.detach() * n  # the target is a constant: never backprop into it

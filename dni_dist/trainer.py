@@ -134,7 +134,7 @@ def train(
     topo = Topology.from_config(cfg, input_dim=ds.input_dim, num_classes=ds.num_classes)
     stages = topo.build_stages(cfg, input_dim=ds.input_dim, num_classes=ds.num_classes)
     pipeline = Block(topo, stages, first=0)
-    model = assemble([s.block for s in stages])  # type: ignore[misc]
+    model = assemble([s.module for s in stages])  # type: ignore[misc]
     batches = iter(BatchStream(ds.x_train, ds.labels_train, ds.num_classes, cfg.data.batch_size, cfg.run.seed))
     result = TrainResult(cfg, model, stages, topo, ds.source, [], [])
     y_test = ds.y_test

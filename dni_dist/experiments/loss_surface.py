@@ -70,7 +70,7 @@ def train_and_compare(
     topo = Topology.from_config(cfg, input_dim=2, num_classes=2)
     stages = topo.build_stages(cfg, input_dim=2, num_classes=2)
     block = Block(topo, stages, first=0)
-    model = assemble([s.block for s in stages])  # type: ignore[misc]
+    model = assemble([s.module for s in stages])  # type: ignore[misc]
     x, y, labels = ds.x_train, ds.y_train, ds.labels_train.numpy()
     batches = iter(BatchStream(ds.x_train, ds.labels_train, 2, 0, opts.seed))
     out: dict[str, Any] = {"snapshots": {}}

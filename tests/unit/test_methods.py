@@ -41,7 +41,7 @@ def one_step(method: str) -> tuple[list[torch.Tensor], list[torch.Tensor], Topol
     x = torch.randn(6, 5, generator=g)
     y = F.one_hot(torch.randint(0, 3, (6,), generator=g), 3).float()
     Block(topo, stages, first=0).feed(0, x, y)
-    after = [p.detach() for s in stages for p in s.block.parameters()]
+    after = [p.detach() for s in stages for p in s.module.parameters()]
     return [x, y, *init], after, topo, stages
 
 
@@ -59,7 +59,7 @@ def sgd(params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Ten
 
 def test_feedback_alignment_update_matches_formula() -> None:
     (x, y, W1, b1, W2, b2, W3, b3), after, _, stages = one_step("fa")
-    B = [m.feedback for s in stages for m in s.block.modules() if isinstance(m, FeedbackLinear)]
+    B = [m.feedback for s in stages for m in s.module.modules() if isinstance(m, FeedbackLinear)]
     assert len(B) == 3
     h1, h2, e = forward(x, y, W1, b1, W2, b2, W3, b3)
     d2 = (e @ B[2]) * (1 - h2**2)  # error reaches layer 2 through B3, not W3ᵀ
