@@ -11,19 +11,18 @@ from dni_dist.config import (
     ModelConfig,
     OptimConfig,
     RunConfig,
+    RuntimeConfig,
     SplitConfig,
     SyntheticConfig,
     TrainConfig,
-    config_from_dict,
-    load_recipe,
 )
 from dni_dist.messages import Kind, Message
+from dni_dist.recipes import config_from_dict, load_recipe
 from dni_dist.stage import ProtocolError, Stage, StageSpec
 from dni_dist.synthetic import SyntheticGradient
 from dni_dist.topology import Topology
 from dni_dist.trainer import EvalPoint, TrainResult, evaluate, train
-
-__version__ = "0.1.0"
+from dni_dist.version import __version__
 
 __all__ = [
     "ConfigError",
@@ -36,6 +35,7 @@ __all__ = [
     "OptimConfig",
     "ProtocolError",
     "RunConfig",
+    "RuntimeConfig",
     "SplitConfig",
     "Stage",
     "StageSpec",

@@ -1,31 +1,27 @@
-"""Validated, keyword-only configuration dataclasses, loadable from TOML recipes.
+"""The one validated configuration tree of a run: keyword-only, frozen dataclasses.
 
-    from dni_dist.config import load_recipe
-    cfg = load_recipe("launch/mnist-sg.toml", overrides={"run.steps": "200", "credit.method": "bp"})
+    from dni_dist.config import TrainConfig, RuntimeConfig
+    cfg = TrainConfig(runtime=RuntimeConfig(max_inflight=4))
 
-A recipe has one table per section ([model], [split], [credit], [synthetic], [optim],
-[data], [run]); every field is optional and falls back to the defaults below. Overrides
-are "section.field" -> value strings (the CLI's `--set`), parsed by the field's type.
+A recipe (dni_dist/recipes.py) has one table per section ([model], [split], [credit],
+[synthetic], [optim], [data], [run], [runtime]); every field is optional and falls back to the
+defaults below. Each dataclass validates itself and raises ConfigError naming the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+    pass  # type: ignore[import-not-found, unused-ignore]
 
 METHODS = ("bp", "sg", "sg_beta", "fa", "dfa", "kb")
-"""Credit-assignment methods of an interface (DESIGN.md §1)."""
+"""Credit-assignment methods of an interface (docs/design.md)."""
 
 MODEL_KINDS = ("linear", "deep-linear", "mlp")
 PLACEMENTS = ("none", "middle", "every", "even", "output", "explicit")
@@ -122,7 +118,7 @@ class SplitConfig:
 
 @dataclass(kw_only=True, frozen=True)
 class CreditConfig:
-    """Credit-assignment method per interface (DESIGN.md §1)."""
+    """Credit-assignment method per interface (docs/design.md)."""
 
     method: str = "sg"  # used by every interface not named in `per_interface`
     per_interface: tuple[str, ...] = ()  # optional: one method per interface, in order
@@ -227,6 +223,34 @@ class RunConfig:
         _check(self.threads >= 0, "run.threads", "must be >= 0")
 
 
+OVERFLOW_POLICIES = ("block", "drop-oldest")
+
+
+@dataclass(kw_only=True, frozen=True)
+class RuntimeConfig:
+    """How a ZeroMQ block schedules its steps, bounds staleness, checkpoints and gives up. The
+    in-process trainer ignores it (its schedule is lockstep by construction)."""
+
+    lockstep: bool = False  # step t+1 enters block 0 only after step t finished everywhere (== in-process)
+    max_inflight: int = 8  # steps an sg interface may run ahead of the targets it has received
+    overflow: str = "block"  # window full: block (wait) | drop-oldest (forget the oldest step, never wait)
+    queue_limit: int = 16  # drop-oldest: gradients waiting to be sent beyond this are discarded
+    target_timeout_s: float = 0.0  # block: forget a step whose target is this late (0 = wait forever)
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end or on stop)
+    peer_timeout_s: float = 600.0  # give up when nothing arrives for this long while waiting
+    drain_timeout_s: float = 60.0  # after the last step: how long to wait for outstanding targets
+    progress_every_s: float = 0.5  # progress reports to the launcher and metrics refresh
+
+    def __post_init__(self) -> None:
+        _check(self.max_inflight >= 1, "runtime.max_inflight", f"must be >= 1, got {self.max_inflight}")
+        _one_of(self.overflow, OVERFLOW_POLICIES, "runtime.overflow")
+        _check(self.queue_limit >= 1, "runtime.queue_limit", f"must be >= 1, got {self.queue_limit}")
+        _check(self.target_timeout_s >= 0, "runtime.target_timeout_s", "must be >= 0 (0 = wait forever)")
+        _check(self.checkpoint_every >= 0, "runtime.checkpoint_every", "must be >= 0 (0 = at the end only)")
+        for name in ("peer_timeout_s", "drain_timeout_s", "progress_every_s"):
+            _check(getattr(self, name) > 0, f"runtime.{name}", f"must be > 0, got {getattr(self, name)}")
+
+
 @dataclass(kw_only=True, frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -236,6 +260,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
         cuts = self.split.resolve(self.model.num_layers)
@@ -257,96 +282,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-_SECTION_TYPES = {
-    "model": ModelConfig,
-    "split": SplitConfig,
-    "credit": CreditConfig,
-    "synthetic": SyntheticConfig,
-    "optim": OptimConfig,
-    "data": DataConfig,
-    "run": RunConfig,
-}
-
-
-def _coerce(value: Any, annotation: Any, name: str) -> Any:
-    """Convert a TOML value or a CLI string to the type a field declares."""
-    hint = annotation
-    if isinstance(hint, str):
-        hint = eval(hint, {"tuple": tuple, "int": int, "str": str, "float": float, "bool": bool})
-    origin = typing.get_origin(hint)
-    if origin in (tuple,):
-        (item, _) = typing.get_args(hint)
-        if isinstance(value, str):
-            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
-        return tuple(_coerce(v, item, name) for v in value)
-    if origin in (typing.Union, types.UnionType):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    try:
-        if hint is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return low in ("true", "1", "yes")
-            if not isinstance(value, bool):
-                raise ValueError(value)
-            return value
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if hint is float:
-            return float(value)
-        if hint is str:
-            if not isinstance(value, str):
-                raise ValueError(value)
-            return value.strip()
-    except ValueError:
-        raise ConfigError(f"{name}: cannot read {value!r} as {hint.__name__}") from None
-    raise ConfigError(f"{name}: unsupported field type {hint!r}")  # pragma: no cover
-
-
-def _build_section(section: str, values: Mapping[str, Any]) -> Any:
-    cls = _SECTION_TYPES[section]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"{section}.{key}: unknown field; {section} has {', '.join(sorted(fields))}")
-        kwargs[key] = _coerce(value, fields[key].type, f"{section}.{key}")
-    return cls(**kwargs)
-
-
-def config_from_dict(tree: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Build a TrainConfig from nested mappings, then apply "section.field" overrides."""
-    merged: dict[str, dict[str, Any]] = {s: {} for s in _SECTION_TYPES}
-    for section, values in tree.items():
-        if section not in _SECTION_TYPES:
-            raise ConfigError(f"{section}: unknown section; expected {', '.join(_SECTION_TYPES)}")
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{section}: expected a table of fields, got {values!r}")
-        merged[section].update(values)
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        if section not in _SECTION_TYPES or not key:
-            raise ConfigError(f"{dotted}: overrides are 'section.field', sections: {', '.join(_SECTION_TYPES)}")
-        merged[section][key] = value
-    return TrainConfig(**{s: _build_section(s, v) for s, v in merged.items()})
-
-
-def load_recipe(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Load a TOML recipe (or the defaults when `path` is None) and apply overrides."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"recipe {p}: no such file (recipes live in launch/*.toml)")
-        try:
-            tree = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"recipe {p}: not valid TOML: {e}") from None
-    return config_from_dict(tree, overrides)

@@ -4,7 +4,7 @@
     m.step(samples=128, seconds=0.01); m.lag(steps=3, seconds=0.04)
     NullMetrics()                                               # same calls, nothing listens
 
-Names follow Prometheus conventions (DESIGN.md §4): prefix `dni_`, base units, counters end in
+Names follow Prometheus conventions (docs/design.md lists them): prefix `dni_`, base units, counters end in
 `_total`, every series carries `block` and nothing carries a step.
 """
 
@@ -14,6 +14,8 @@ import platform
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from dni_dist.version import __version__
 
 LAG_STEP_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
 """Bounded by --max-inflight (default 8): most observations land in the first buckets."""
@@ -52,8 +54,6 @@ class NullMetrics:
 
 class PrometheusMetrics(NullMetrics):
     def __init__(self, *, block: int, port: int, addr: str = "0.0.0.0") -> None:
-        from dni_dist import __version__
-
         self.registry = CollectorRegistry()
         r, b = self.registry, str(block)
         lb = ["block"]

@@ -3,6 +3,7 @@
     topo = Topology.from_config(cfg, input_dim=784, num_classes=10)
     stages = topo.build_stages(cfg)          # Stage objects, initialised from cfg.run.seed
     topo.route(msg)                          # -> stage indices that must receive msg
+    assign_blocks(topo.num_stages, blocks=4)  # -> [(first, last) stage of each block]
 
 Shared by the in-process trainer and the distributed worker, so both cut, initialise and
 wire the network identically.
@@ -16,6 +17,17 @@ from dni_dist.config import TrainConfig
 from dni_dist.messages import Kind, Message
 from dni_dist.models import build_layers, split_layers
 from dni_dist.stage import DIRECT_METHODS, Stage, StageSpec
+
+
+def assign_blocks(num_stages: int, blocks: int) -> list[tuple[int, int]]:
+    """Consecutive stage ranges (first, last), as even as possible, one per block."""
+    if not 1 <= blocks <= num_stages:
+        raise ValueError(
+            f"cannot place {num_stages} stages on {blocks} blocks: use at most {num_stages} blocks "
+            "or cut the model into more stages (split.placement = 'even', split.stages = N)"
+        )
+    bounds = [round(i * num_stages / blocks) for i in range(blocks + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(blocks)]
 
 
 @dataclass(frozen=True)

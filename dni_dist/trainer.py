@@ -24,6 +24,7 @@ from torch import nn
 from dni_dist.block import Block
 from dni_dist.config import TrainConfig
 from dni_dist.data import BatchStream, Dataset, load_dataset
+from dni_dist.locking import locking
 from dni_dist.losses import accuracy, get_loss
 from dni_dist.models import assemble
 from dni_dist.stage import Stage, StageStats
@@ -65,20 +66,9 @@ class TrainResult:
         return [s.stats for s in self.stages]
 
     def locking(self) -> list[dict[str, bool]]:
-        """Per interface, Table 1's columns as measured from what the stage above it waited for:
-        update locked (waited on anything downstream before updating), backward locked (waited
-        on the gradient from its neighbour), direct error (waited on the broadcast output error)."""
-        out = []
-        for stage in self.stages[:-1]:
-            waits = stage.stats.waits
-            out.append(
-                {
-                    "update_locked": waits["gradient"] + waits["output_error"] > 0,
-                    "backward_locked": waits["gradient"] > 0,
-                    "direct_error": waits["output_error"] > 0,
-                }
-            )
-        return out
+        """Per interface, Table 1's columns as measured from what the stage above it waited for
+        (dni_dist.locking)."""
+        return [locking(stage.stats.waits) for stage in self.stages[:-1]]
 
     def summary(self) -> dict[str, object]:
         return {

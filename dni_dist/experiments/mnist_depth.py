@@ -23,8 +23,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from dni_dist.config import TrainConfig, config_from_dict
+from dni_dist.config import TrainConfig
 from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.recipes import config_from_dict
 
 REGIMES = {"backprop": ("none", "bp"), "one SG (middle)": ("middle", "sg"), "SG every layer": ("every", "sg")}
 

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
-from dni_dist.config import config_from_dict
 from dni_dist.data import Dataset, load_dataset
 from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.recipes import config_from_dict
 from dni_dist.trainer import train
 
 # The paper's Table 2 (difference to the global optimum with a linear SG).

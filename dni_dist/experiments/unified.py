@@ -17,20 +17,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dni_dist.config import TrainConfig, config_from_dict
+from dni_dist.config import TrainConfig
 from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.locking import COLUMNS, TABLE1
+from dni_dist.recipes import config_from_dict
 
 METHODS = ("bp", "fa", "dfa", "kb", "sg", "sg_beta")
 NAMES = {"bp": "Backprop", "fa": "FA", "dfa": "DFA", "kb": "Kickback", "sg": "SG", "sg_beta": "SG + β (conspiring)"}
-PAPER = {  # Table 1 of the paper: update locked, backward locked, direct error
-    "sg": ("no", "no", "no"),
-    "sg_beta": ("yes", "yes", "no"),
-    "bp": ("yes", "yes", "no"),
-    "fa": ("yes", "yes", "no"),
-    "dfa": ("yes", "no", "yes"),
-    "kb": ("yes", "no", "yes"),
-}
-COLUMNS = ("update_locked", "backward_locked", "direct_error")
+PAPER = {m: tuple("yes" if v else "no" for v in row) for m, row in TABLE1.items()}
+"""Table 1 as published (dni_dist.locking.TABLE1), in the yes/no words of the CSV."""
 
 
 def config(method: str, opts: ExperimentOptions) -> TrainConfig:

@@ -177,16 +177,19 @@ def test_a_dead_worker_stops_the_run_and_names_the_block(tmp_path: Path, reaper:
 
 
 def test_plan_gives_each_block_one_device_and_the_rendezvous(tmp_path: Path) -> None:
-    from dni_dist.launcher import LaunchError, LaunchOptions, parse_gpus, plan_workers
+    from dni_dist.config import ConfigError
+    from dni_dist.launcher import LaunchOptions, plan_workers
+    from dni_dist.placement import parse_gpus
 
-    opts = LaunchOptions(blocks=4, gpus=parse_gpus("0,1,2,3"), out=tmp_path, metrics_port=9100, lockstep=True)
+    opts = LaunchOptions(blocks=4, gpus=parse_gpus("0,1,2,3"), out=tmp_path, metrics_port=9100, resume=True)
     plans = plan_workers(opts, run_id="r", config_json=tmp_path / "c.json", store_port=1234, control="tcp://x:1",
                          base_env={})  # fmt: skip
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0", "1", "2", "3"]
     assert {p.env["MASTER_PORT"] for p in plans} == {"1234"} and [p.env["RANK"] for p in plans] == ["0", "1", "2", "3"]
-    assert all("--lockstep" in p.cmd and p.cmd[p.cmd.index("--block") + 1] == str(p.block) for p in plans)
+    assert all("--resume" in p.cmd and p.cmd[p.cmd.index("--block") + 1] == str(p.block) for p in plans)
+    assert all(p.cmd[p.cmd.index("--config-json") + 1] == str(tmp_path / "c.json") for p in plans)  # the runtime
     cpu = plan_workers(LaunchOptions(blocks=2, out=tmp_path), run_id="r", config_json=tmp_path / "c.json",
                        store_port=1, control="c", base_env={})  # fmt: skip
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in cpu] == ["", ""]
-    with pytest.raises(LaunchError, match="--gpus"):
+    with pytest.raises(ConfigError, match="--gpus"):
         LaunchOptions(blocks=2, gpus=("a", "b"))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dni_dist import checkpoint
+from dni_dist.locking import TABLE1
 
 from .helpers import run_launch
 
@@ -20,7 +21,7 @@ def _assert_same_checkpoints(a: Path, b: Path, blocks: int) -> None:
     for k in range(blocks):
         sa, sb = (checkpoint.load(checkpoint.block_path(d, k))["stages"] for d in (a, b))
         for x, y in zip(sa, sb):
-            for key in ("block", "sg"):
+            for key in ("module", "sg"):
                 if x[key] is None:
                     assert y[key] is None
                     continue
@@ -37,16 +38,6 @@ def test_four_process_lockstep_run_equals_in_process_run(method: str, tmp_path: 
     assert zmq["backend"] == "zmq" and len(zmq["blocks"]) == 4 and zmq["steps"] == 25
     _assert_same_checkpoints(tmp_path / "zmq", tmp_path / "inproc", 4)
     assert zmq["final"]["test_accuracy"] == pytest.approx(inproc["final"]["test_accuracy"])
-
-
-TABLE1 = {  # the paper's Table 1: update locked, backward locked, direct error
-    "sg": (False, False, False),
-    "sg_beta": (True, True, False),
-    "bp": (True, True, False),
-    "fa": (True, True, False),
-    "dfa": (True, False, True),
-    "kb": (True, False, True),
-}
 
 
 def test_free_running_locking_is_measured_as_in_table1(tmp_path: Path) -> None:

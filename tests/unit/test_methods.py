@@ -13,6 +13,7 @@ from dni_dist import TrainConfig, config_from_dict, train
 from dni_dist.block import Block
 from dni_dist.data import load_dataset
 from dni_dist.feedback import FeedbackLinear
+from dni_dist.locking import TABLE1
 from dni_dist.models import build_layers
 from dni_dist.topology import Topology
 
@@ -121,17 +122,6 @@ def test_conspiring_sg_with_beta_zero_equals_plain_sg() -> None:
     beta = train(_mnist_cfg("sg_beta", beta=1.0), dataset=ds)
     moved = [not torch.allclose(a, b) for a, b in zip(plain.model.parameters(), beta.model.parameters())]
     assert any(moved), "beta > 0 must change the updates"
-
-
-# The paper's Table 1: (update locked, backward locked, direct error)
-TABLE1 = {
-    "sg": (False, False, False),
-    "sg_beta": (True, True, False),
-    "bp": (True, True, False),
-    "fa": (True, True, False),
-    "dfa": (True, False, True),
-    "kb": (True, False, True),
-}
 
 
 @pytest.mark.parametrize("method", list(TABLE1))

@@ -1,53 +1,72 @@
 """The credit window of an sg block: block (wait), drop-oldest (never wait), and block with a
-target timeout (wait, then give up on a target that is not coming)."""
+target timeout (wait, then give up on a target that is not coming). Admission is socket-free,
+so the policy is tested on a real Block without any process or port."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dni_dist import config_from_dict
-from dni_dist.worker import Worker, WorkerConfig, assign_blocks
+from dni_dist import RuntimeConfig, config_from_dict
+from dni_dist.block import Block
+from dni_dist.topology import Topology, assign_blocks
+from dni_dist.worker.admission import Admission
 
 X, Y = torch.rand(4, 784), F.one_hot(torch.arange(4) % 10, 10).float()
 
 
-def worker(tmp_path: Path, **kw: object) -> Worker:
+def block0() -> Block:
     cfg = config_from_dict({"model": {"depth": 2, "width": 8}, "split": {"placement": "even", "stages": 2},
                             "credit": {"method": "sg"}, "data": {"name": "mnist", "subset": True}})  # fmt: skip
-    return Worker(cfg, WorkerConfig(block=0, blocks=2, run_id="t", out=str(tmp_path), max_inflight=2, **kw))  # type: ignore[arg-type]
+    topo = Topology.from_config(cfg, input_dim=784, num_classes=10)
+    return Block(topo, topo.build_stages(cfg, input_dim=784, num_classes=10)[:1], first=0)
 
 
-def fill(w: Worker) -> None:
+def fill(block: Block) -> None:
     for step in range(2):
-        w.block.feed(step, X, Y)
-    assert w.block.inflight() == 2
+        block.feed(step, X, Y)
+    assert block.inflight() == 2
 
 
-def test_block_policy_waits_when_the_window_is_full(tmp_path: Path) -> None:
-    w = worker(tmp_path)
-    fill(w)
-    assert not w._credit_ok() and w.block.inflight() == 2 and not w.dropped
+def test_block_policy_waits_when_the_window_is_full() -> None:
+    block, adm = block0(), Admission(RuntimeConfig(max_inflight=2), blocks=2)
+    fill(block)
+    assert not adm.credit_ok(block) and block.inflight() == 2 and not adm.dropped
+    assert adm.why_not(block, next_step=2, end_step=9, send_backlog=0, hwm=4) == "credit"
 
 
-def test_drop_oldest_forgets_the_oldest_step_at_once(tmp_path: Path) -> None:
-    w = worker(tmp_path, overflow="drop-oldest")
-    fill(w)
-    assert w._credit_ok() and w.dropped["pending"] == 1
-    assert list(w.block.stages[0].pending) == [1]
+def test_drop_oldest_forgets_the_oldest_step_at_once() -> None:
+    block, adm = block0(), Admission(RuntimeConfig(max_inflight=2, overflow="drop-oldest"), blocks=2)
+    fill(block)
+    assert adm.credit_ok(block) and adm.dropped["pending"] == 1
+    assert list(block.stages[0].pending) == [1]
+    assert adm.stale_target(0) and adm.dropped["stale_target"] == 1  # its late target is stale, not an error
+    assert not adm.stale_target(0)
 
 
-def test_target_timeout_waits_then_gives_up_on_a_late_target(tmp_path: Path) -> None:
-    w = worker(tmp_path, target_timeout_s=0.2)
-    fill(w)
-    assert not w._credit_ok()  # not late yet: wait like the block policy
+def test_target_timeout_waits_then_gives_up_on_a_late_target() -> None:
+    block, adm = block0(), Admission(RuntimeConfig(max_inflight=2, target_timeout_s=0.2), blocks=2)
+    fill(block)
+    assert not adm.credit_ok(block)  # not late yet: wait like the block policy
     time.sleep(0.25)
-    assert w._credit_ok() and w.dropped["timeout"] == 1
-    assert list(w.block.stages[0].pending) == [1]
+    assert adm.credit_ok(block) and adm.dropped["timeout"] == 1
+    assert list(block.stages[0].pending) == [1]
+
+
+def test_lockstep_feeds_the_next_step_only_after_every_block_finished_the_last() -> None:
+    block, adm = block0(), Admission(RuntimeConfig(lockstep=True), blocks=2)
+    block.feed(0, X, Y)
+    assert adm.why_not(block, next_step=1, end_step=9, send_backlog=0, hwm=4) == "lockstep"
+    adm.finished_below(0)  # the DONE marker of step 0 from block 1
+    assert adm.done_to_send(block) is None  # step 0 still waits for its target here
+    block.stages[0].pending.clear()
+    assert adm.done_to_send(block) == 0
+    assert adm.why_not(block, next_step=1, end_step=9, send_backlog=0, hwm=4) is None
+    assert adm.why_not(block, next_step=10, end_step=9, send_backlog=0, hwm=4) == "drain"
+    assert adm.why_not(block, next_step=1, end_step=9, send_backlog=4, hwm=4) == "send"
 
 
 def test_blocks_get_consecutive_stages_and_bad_counts_are_explained() -> None:

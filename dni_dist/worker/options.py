@@ -1,0 +1,37 @@
+"""The process and placement facts of one worker (how it trains is in TrainConfig.runtime).
+
+WorkerConfig(block=1, blocks=4, run_id="a1b2", out="runs/x", host="127.0.0.1")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dni_dist.config import ConfigError
+from dni_dist.transport import TransportConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    block: int
+    blocks: int
+    run_id: str
+    out: str  # checkpoints/ and blocks/ (stats) go here; shared by every block of the run
+    resume: bool = False  # start from out/checkpoints/block<k>.pt when it exists
+    metrics_port: int = 0  # the port this block serves /metrics on (0 = off)
+    metrics_addr: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # address this worker advertises to its neighbours (and binds, unless `bind`)
+    bind: str = ""  # address to bind, e.g. 0.0.0.0 in a container whose name is `host`
+    port: int = 0  # fixed ports port, port+1, port+2 (activations, gradients, errors); 0 = any free port
+    control: str | None = None  # the launcher's ROUTER endpoint (None under torchrun)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+
+    def __post_init__(self) -> None:
+        if self.blocks < 1:
+            raise ConfigError(f"--blocks (WORLD_SIZE): must be >= 1, got {self.blocks}")
+        if not 0 <= self.block < self.blocks:
+            raise ConfigError(f"--block (RANK): {self.block} is outside 0..{self.blocks - 1}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port: {self.metrics_port} is not a port number")
+        if not 0 <= self.port <= 65535 - 2:
+            raise ConfigError(f"--port: {self.port} leaves no room for port..port+2")
