@@ -1,7 +1,7 @@
 """Losses (batch means of per-example losses) and accuracy.
 
 Every loss here is L = (1/N) Σ_n ℓ_n over a batch of N examples, so the per-example gradient a
-synthetic-gradient module predicts is N · ∂L/∂h (DESIGN.md §1).
+synthetic-gradient module predicts is N · ∂L/∂h (docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Messages between stages, and their wire format (protocol v1, DESIGN.md §3).
+"""Messages between stages, and their wire format (protocol v1, docs/design.md).
 
     frames = encode(msg, run="r1", block=0)          # [msgpack header, tensor bytes, (label bytes)]
     msg = decode(frames, run="r1", expect_block=0)  # validated, or WireError saying why

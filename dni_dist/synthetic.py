@@ -110,7 +110,7 @@ class SyntheticGradient(nn.Module):
         )
 
     def implied_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-example loss implied by a linear SG, up to a constant (DESIGN.md §1):
+        """Per-example loss implied by a linear SG, up to a constant (docs/design.md):
         L̂(h) = ½ h·sym(A)·hᵀ + (b + y·C)·hᵀ, where sym(A) = (A + Aᵀ)/2."""
         A, C, b = self.linear_terms()
         lin = b.expand(h.shape[0], -1)

@@ -16,7 +16,7 @@ from dni_dist.bench import bench as bench_cmd
 from dni_dist.cli.launch import launch_cmd
 from dni_dist.cli.train import train_cmd
 from dni_dist.cli.worker import worker_cmd
-from dni_dist.experiments.cli import main as repro_cmd
+from dni_dist.experiments.command import main as repro_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.command("train")(train_cmd)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.experiments.base import ExperimentOptions, ExperimentResult
 from dni_dist.experiments.loss_surface import train_and_compare
 
 CONDITIONINGS = ("activation+label", "activation", "label")

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.experiments.base import ExperimentOptions, ExperimentResult
 
 X = np.array([-2.0, -1.0, 1.0, 2.0])
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from dni_dist.block import Block
 from dni_dist.data import BatchStream, load_dataset
-from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.experiments.base import ExperimentOptions, ExperimentResult
 from dni_dist.models import assemble, hidden_activations
 from dni_dist.recipes import config_from_dict
 from dni_dist.topology import Topology

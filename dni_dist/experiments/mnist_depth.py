@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dni_dist.config import TrainConfig
-from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.experiments.base import ExperimentOptions, ExperimentResult
 from dni_dist.recipes import config_from_dict
 
 REGIMES = {"backprop": ("none", "bp"), "one SG (middle)": ("middle", "sg"), "SG every layer": ("every", "sg")}

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from dni_dist.data import Dataset, load_dataset
-from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.experiments.base import ExperimentOptions, ExperimentResult
 from dni_dist.models import hidden_activations
 from dni_dist.recipes import config_from_dict
 

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from dni_dist.data import Dataset, load_dataset
-from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.experiments.base import ExperimentOptions, ExperimentResult
 from dni_dist.recipes import config_from_dict
 from dni_dist.trainer import train
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dni_dist.config import TrainConfig
-from dni_dist.experiments import ExperimentOptions, ExperimentResult
+from dni_dist.experiments.base import ExperimentOptions, ExperimentResult
 from dni_dist.locking import COLUMNS, TABLE1
 from dni_dist.recipes import config_from_dict
 

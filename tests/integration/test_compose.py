@@ -156,6 +156,7 @@ def _healthcheck_argv(svc: dict[str, Any]) -> list[str]:
     return [sys.executable if a == "python" else a for a in test[1:]]
 
 
+@pytest.mark.slow
 def test_compose_topology_trains_in_separate_network_namespaces(tmp_path: Path) -> None:
     reason = _can_make_namespaces()
     if reason:

@@ -81,6 +81,7 @@ def _eventually(fn: Any, timeout: float, what: str) -> Any:
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
     reason="Prometheus server missing (Debian package `prometheus`; .ci/run installs it)",
 )
+@pytest.mark.slow
 def test_real_prometheus_serves_every_dashboard_query(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
     base = _free_block_of_ports(4)
     out = tmp_path / "run"

@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from dni_dist.experiments import ExperimentOptions
 from dni_dist.experiments.unified import PAPER, run
 
 
+@pytest.mark.slow
 def test_unified_on_the_zeromq_runtime_matches_table1(tmp_path: Path) -> None:
     result = run(ExperimentOptions(out=tmp_path, quick=True, distributed=True))
     assert result.key["distributed"] and result.key["matches_paper_table1"]

@@ -133,6 +133,7 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_block_with_a_checkpoint_and_resume_continues(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
     port = free_port()
     out = tmp_path / "run"

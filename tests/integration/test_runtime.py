@@ -30,6 +30,7 @@ def _assert_same_checkpoints(a: Path, b: Path, blocks: int) -> None:
                     torch.testing.assert_close(x[key][name], y[key][name], msg=lambda m, w=where: f"{w}: {m}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sg", "bp"])
 def test_four_process_lockstep_run_equals_in_process_run(method: str, tmp_path: Path) -> None:
     args = ["--blocks", "4", "--method", method, "--steps", "25", "--seed", "3", *TINY]
@@ -40,6 +41,7 @@ def test_four_process_lockstep_run_equals_in_process_run(method: str, tmp_path: 
     assert zmq["final"]["test_accuracy"] == pytest.approx(inproc["final"]["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_free_running_locking_is_measured_as_in_table1(tmp_path: Path) -> None:
     rows = []
     for method, expected in TABLE1.items():
@@ -63,6 +65,7 @@ def test_free_running_locking_is_measured_as_in_table1(tmp_path: Path) -> None:
         print(f"{m:8} {'yes' if u else 'no':13} {'yes' if b else 'no':15} {'yes' if d else 'no'}")
 
 
+@pytest.mark.slow
 def test_free_running_cdni_matches_in_process_backprop_on_mnist(tmp_path: Path) -> None:
     model = ["--blocks", "4", "--depth", "6", "--width", "256", "--steps", "600", "--seed", "0"]
     sg = run_launch([*model, "--method", "sg"], tmp_path / "sg")

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dni_dist.experiments.cli import app
+from dni_dist.experiments.command import app
 from dni_dist.experiments.unified import PAPER
+
+pytestmark = pytest.mark.slow  # one `dni-repro all --quick` run (about a minute) feeds every test here
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,13 @@ as well as backprop does in the same number of steps (bundled subset, 1,000 test
 
 from __future__ import annotations
 
+import pytest
+
 from dni_dist import config_from_dict, train
 from dni_dist.data import load_dataset
 
 
+@pytest.mark.slow
 def test_cdni_in_the_middle_matches_backprop_on_mnist_subset() -> None:
     ds = load_dataset("mnist", subset=True)
     accuracy = {}

@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from dni_dist.experiments import ExperimentOptions, ExperimentResult, registry
+from dni_dist.experiments import registry
+from dni_dist.experiments.base import ExperimentOptions, ExperimentResult
 
 app = typer.Typer(add_completion=False, help=__doc__)
 console = Console(stderr=True)
