@@ -1,26 +1,17 @@
-"""Channels move Messages between stages. This module: the interface and the in-memory one.
+"""The in-memory channel between the stages of one block (one process).
 
     ch = InMemoryChannel()
     ch.send(msg); ch.recv()  # -> msg, or None when empty
 
-The ZeroMQ channel (separate processes or hosts) implements the same two methods, so a
-stage is driven identically whichever carries its messages.
+Between blocks, the worker's ZeroMQ edges (dni_dist/worker/edges.py) carry the same Messages;
+the stages never see which one carried theirs.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
 
 from dni_dist.messages import Message
-
-
-class Channel(Protocol):
-    def send(self, msg: Message) -> None: ...
-
-    def recv(self) -> Message | None:
-        """The next message, or None when none is waiting."""
-        ...
 
 
 class InMemoryChannel:

@@ -117,22 +117,10 @@ class Supervisor:
         return failed
 
     def line(self) -> str:
-        """One progress line for logs: the last block's step, loss and accuracy, every block's speed."""
-        elapsed = time.monotonic() - self.started
         running = sum(proc.poll() is None for proc in self.procs)
-        if not self.progress:
-            return f"[{elapsed:5.0f}s] {running}/{len(self.procs)} blocks starting (loading data, rendezvous)"
-        last = self.progress.get(self.plans[-1][0], {})
-        step = last.get("step", -1) + 1
-        parts = [f"[{elapsed:5.0f}s] step {step}/{self.steps} ({100 * step / max(self.steps, 1):.0f}%)"]
-        if last.get("loss") is not None:
-            parts.append(f"loss {last['loss']:.4f} acc {last['accuracy']:.3f}")
-        speeds = [f"{self.progress[b].get('samples_per_second', 0):.0f}" for b, _ in self.plans if b in self.progress]
-        parts.append("samples/s per block " + "/".join(speeds))
-        lags = [f"{self.progress[b].get('lag', 0):.0f}" for b, _ in self.plans if b in self.progress]
-        parts.append("lag p50 " + "/".join(lags))
-        parts.append(f"{running}/{len(self.procs)} running")
-        return "  ".join(parts)
+        blocks = [b for b, _ in self.plans]
+        return progress_line(self.progress, blocks, steps=self.steps, elapsed=time.monotonic() - self.started,
+                             running=running)  # fmt: skip
 
     def table(self) -> Table:
         t = Table(title=f"dni-launch: {len(self.plans)} blocks", expand=False)
@@ -152,3 +140,22 @@ class Supervisor:
                 f("queue", "d"), f("sg_loss", ".4f"), f("loss", ".4f"), f("accuracy", ".3f"), state,
             )  # fmt: skip
         return t
+
+
+def progress_line(
+    progress: dict[int, dict[str, Any]], blocks: list[int], *, steps: int, elapsed: float, running: int
+) -> str:
+    """One progress line for logs (no terminal): the last block's step, loss and accuracy, and
+    every block's speed and lag; before the first report, what the blocks are doing."""
+    if not progress:
+        return f"[{elapsed:5.0f}s] {running}/{len(blocks)} blocks starting (loading data, rendezvous)"
+    last = progress.get(blocks[-1], {})
+    step = last.get("step", -1) + 1
+    parts = [f"[{elapsed:5.0f}s] step {step}/{steps} ({100 * step / max(steps, 1):.0f}%)"]
+    if last.get("loss") is not None:
+        parts.append(f"loss {last['loss']:.4f} acc {last['accuracy']:.3f}")
+    seen = [b for b in blocks if b in progress]
+    parts.append("samples/s per block " + "/".join(f"{progress[b].get('samples_per_second', 0):.0f}" for b in seen))
+    parts.append("lag p50 " + "/".join(f"{progress[b].get('lag', 0):.0f}" for b in seen))
+    parts.append(f"{running}/{len(blocks)} running")
+    return "  ".join(parts)

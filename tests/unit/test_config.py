@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
         ({"model": {"width": "wide"}}, "model.width"),
         ({"model": {"colour": "red"}}, "model.colour"),
         ({"modle": {}}, "modle"),
+        ({"runtime": {"max_inflight": 0}}, "runtime.max_inflight"),
+        ({"runtime": {"overflow": "spill"}}, "runtime.overflow"),
+        ({"runtime": {"peer_timeout_s": 0}}, "runtime.peer_timeout_s"),
+        ({"runtime": {"checkpoint_every": -5}}, "runtime.checkpoint_every"),
     ],
 )
 def test_invalid_values_name_the_field(tree: dict, field: str) -> None:  # type: ignore[type-arg]
