@@ -36,7 +36,7 @@ def percentiles(values: Iterable[float]) -> dict[str, float | int]:
 class BlockStats:
     block: int
     stages: tuple[int, int]  # first and last stage index this block hosts
-    status: str  # finished | stopped
+    status: str  # finished | stopped | failed
     steps: int  # activations (block 0: batches) forwarded
     samples: int
     last_step: int

@@ -306,6 +306,9 @@ class Worker:
         self.started = time.monotonic()  # throughput and wall_seconds cover the training loop only
         try:
             self.loop(batches)
+        except BaseException:
+            self.status = "failed"  # the stats and the rendezvous say so; the exception still ends the process
+            raise
         finally:
             self._finish(rdv)
         return 0

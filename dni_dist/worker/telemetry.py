@@ -2,7 +2,7 @@
 
     tel = Telemetry(metrics, block.stages, is_last=True)
     tel.observe()                       # new lag / SG / loss records of the stages -> metrics
-    tel.publish(edges, admission, inflight=3)   # counters, queues, rejections, drops, lag max
+    tel.publish(edges, admission.dropped, inflight=3)   # counters, queues, rejections, drops, lag max
     edges.report(tel.progress("progress", ...)) # one row of the launcher's live table
 
 It reads the stages' records; it never changes them.
