@@ -57,7 +57,12 @@ class PrometheusMetrics(NullMetrics):
         self.registry = CollectorRegistry()
         r, b = self.registry, str(block)
         lb = ["block"]
-        self._steps = Counter("dni_steps", "Training steps this block has forwarded (an sg block has also updated on them)", lb, registry=r)
+        self._steps = Counter(
+            "dni_steps",
+            "Training steps this block has forwarded (an sg block has also updated on them)",
+            lb,
+            registry=r,
+        )
         self._samples = Counter("dni_samples", "Training examples this block has processed", lb, registry=r)
         self._step_seconds = Histogram(
             "dni_step_seconds",
@@ -105,7 +110,10 @@ class PrometheusMetrics(NullMetrics):
             "dni_rejected_messages", "Received messages dropped as invalid, by reason", [*lb, "reason"], registry=r
         )
         self._dropped = Counter(
-            "dni_dropped", "Steps and targets given up on (drop-oldest, target timeout, stale targets), by what", [*lb, "what"], registry=r
+            "dni_dropped",
+            "Steps and targets given up on (drop-oldest, target timeout, stale targets), by what",
+            [*lb, "what"],
+            registry=r,
         )
         self._restarts = Counter("dni_restarts", "Times this block resumed from a checkpoint", lb, registry=r)
         self._loss = Gauge("dni_train_loss", "Training loss of the last step (last block only)", lb, registry=r)
