@@ -32,26 +32,37 @@ def node_of(module: str) -> str:
     return module
 
 
-def read_imports() -> dict[str, set[str]]:
+def package_imports(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Every module of `package` -> the modules of the package it imports, at any depth of the file
+    (function-level imports included). tests/unit/test_structure.py checks this graph for circles."""
+    root = package.parent
     names = {}
-    for p in PACKAGE.rglob("*.py"):
-        parts = p.relative_to(ROOT).with_suffix("").parts
+    for p in package.rglob("*.py"):
+        parts = p.relative_to(root).with_suffix("").parts
         names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
-    graph: dict[str, set[str]] = {}
+    graph: dict[str, set[str]] = {m: set() for m in names}
     for name, path in names.items():
-        src = node_of(name)
-        if src in SKIP:
-            continue
-        graph.setdefault(src, set())
         for node in ast.walk(ast.parse(path.read_text())):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for t in targets:
-                if t in names and node_of(t) not in SKIP and node_of(t) != src and not src.startswith(t + "."):
-                    graph[src].add(node_of(t))
+            graph[name].update(t for t in targets if t in names and t != name)
+    return graph
+
+
+def read_imports() -> dict[str, set[str]]:
+    """The graph as drawn: experiments/ and data/ as one node each, a package's own submodules
+    and the SKIP modules left out."""
+    graph: dict[str, set[str]] = {}
+    for name, deps in package_imports().items():
+        src = node_of(name)
+        if src in SKIP:
+            continue
+        graph.setdefault(src, set()).update(
+            node_of(t) for t in deps if node_of(t) not in SKIP and node_of(t) != src and not src.startswith(t + ".")
+        )
     return graph
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -10,26 +10,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "dni_dist"
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def _imports() -> dict[str, set[str]]:
-    """Every dni_dist module -> the dni_dist modules it imports (at any depth of the file)."""
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph: dict[str, set[str]] = {m: set() for m in modules}
-    for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for t in targets:
-                if t in modules and t != name:
-                    graph[name].add(t)
-    return graph
+    """Every dni_dist module -> the dni_dist modules it imports (tools/draw_architecture.py reads it)."""
+    spec = importlib.util.spec_from_file_location("draw_architecture", ROOT / "tools" / "draw_architecture.py")
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool.package_imports(PACKAGE)  # type: ignore[no-any-return]
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
