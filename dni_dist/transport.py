@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import zmq
 
+from dni_dist.config import ConfigError
 from dni_dist.messages import MAX_HEADER_BYTES, MAX_TENSOR_BYTES, Marker, Message, WireError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,9 @@ class TransportConfig:
 
     def __post_init__(self) -> None:
         if self.hwm < 1:
-            raise ValueError(f"transport.hwm must be >= 1, got {self.hwm}")
+            raise ConfigError(f"transport.hwm: must be >= 1, got {self.hwm}")
         if self.max_tensor_bytes < 1:
-            raise ValueError(f"max_tensor_bytes must be >= 1, got {self.max_tensor_bytes}")
+            raise ConfigError(f"--max-tensor-mb (transport.max_tensor_bytes): must be > 0, got {self.max_tensor_bytes}")
 
     @property
     def max_message_bytes(self) -> int:
