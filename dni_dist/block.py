@@ -48,14 +48,20 @@ class Block:
         """A message from outside the block. Raises ProtocolError if no local stage takes it."""
         targets = [d for d in self.topology.route(msg) if self._local(d)]
         if msg.kind is Kind.ACTIVATION and targets != [self.first]:
-            raise ProtocolError(f"activation from stage {msg.sender} is not for this block's first stage")
+            raise ProtocolError(
+                f"activation from stage {msg.sender} is not for this block's first stage", reason="wrong_route"
+            )
         if msg.kind is Kind.GRADIENT and targets != [self.last]:
-            raise ProtocolError(f"gradient from stage {msg.sender} is not for this block's last stage")
+            raise ProtocolError(
+                f"gradient from stage {msg.sender} is not for this block's last stage", reason="wrong_route"
+            )
         if not targets:
-            raise ProtocolError(f"no stage of this block ({self.first}-{self.last}) takes {msg.describe()}")
+            raise ProtocolError(
+                f"no stage of this block ({self.first}-{self.last}) takes {msg.describe()}", reason="wrong_route"
+            )
         if msg.kind is Kind.ACTIVATION:
             if msg.labels is None:
-                raise ProtocolError(f"{msg.describe()} carries no labels")
+                raise ProtocolError(f"{msg.describe()} carries no labels", reason="wrong_shape")
             return self._run(self.stages[0].forward(msg.step, msg.tensor, msg.labels))
         outbound: list[Message] = []
         for t in targets:

@@ -29,13 +29,17 @@ from typing import Any
 
 import zmq
 from rich.console import Console
+from zmq.auth.thread import ThreadAuthenticator
 
+from dni_dist import keys
 from dni_dist.config import ConfigError, TrainConfig
 from dni_dist.inproc import launch_inproc
+from dni_dist.keys import RunKeys, check_insecure
 from dni_dist.placement import CPU, check_placement, device_of, fit_blocks
 from dni_dist.rendezvous import Rendezvous
 from dni_dist.summary import summarize
 from dni_dist.supervisor import Supervisor, tail
+from dni_dist.transport import Curve, secure
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class LaunchOptions:
     threads: int = 0  # torch threads per worker (0: cores / blocks, at least 1)
     live: bool = True
     stop_timeout_s: float = 30.0
+    insecure: bool = False  # plaintext sockets and unsigned rendezvous (loopback only)
 
     def __post_init__(self) -> None:
         if self.blocks < 1:
@@ -74,6 +79,8 @@ class LaunchOptions:
             raise ConfigError(f"--metrics-port {self.metrics_port}: leaves no room for {self.blocks} ports below 65536")
         if self.threads < 0:
             raise ConfigError(f"--threads: must be >= 0, got {self.threads}")
+        if self.insecure:
+            check_insecure(self.host)
 
     @property
     def logs(self) -> Path:
@@ -110,6 +117,7 @@ def plan_workers(
             "--metrics-port", str(opts.metrics_port), "--metrics-addr", opts.metrics_addr,
             "--host", opts.host, "--control", control,
         ]  # fmt: skip
+        cmd += ["--insecure"] if opts.insecure else ["--keys", str(opts.out / "keys")]
         if opts.resume:
             cmd.append("--resume")
         env = {
@@ -133,10 +141,17 @@ def launch_zmq(cfg: TrainConfig, opts: LaunchOptions, console: Console) -> dict[
     opts.logs.mkdir(parents=True, exist_ok=True)
     config_json = opts.out / "config.json"
     config_json.write_text(json.dumps(cfg.to_dict(), indent=2))
-    rdv = Rendezvous.host(opts.host, run=run_id)
+    run_keys = None if opts.insecure else RunKeys.load(keys.generate(opts.out / "keys", opts.blocks), me=keys.LAUNCHER)
+    rdv = Rendezvous.host(opts.host, run=run_id, secret=None if run_keys is None else run_keys.run_secret)
     ctx: zmq.Context[Any] = zmq.Context()
+    auth = None
+    if run_keys is not None:  # only the run's blocks may report or be told to stop
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        auth.configure_curve(domain="*", location=str(run_keys.directory))
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    secure(router, None if run_keys is None else Curve(run_keys.public, run_keys.secret))
     control = f"tcp://{opts.host}:{router.bind_to_random_port(f'tcp://{opts.host}')}"
     plans = plan_workers(opts, run_id=run_id, config_json=config_json, store_port=rdv.port, control=control)
     if opts.metrics_port:
@@ -158,6 +173,8 @@ def launch_zmq(cfg: TrainConfig, opts: LaunchOptions, console: Console) -> dict[
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+        if auth is not None:
+            auth.stop()
         ctx.destroy(linger=0)
     wall = time.monotonic() - start
     if failed is not None:

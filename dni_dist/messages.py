@@ -63,6 +63,9 @@ class Marker:
     step: int
     block: int  # sender block
 
+    def describe(self) -> str:
+        return f"{self.kind.value} marker step {self.step} from block {self.block}"
+
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

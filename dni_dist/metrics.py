@@ -27,8 +27,11 @@ WAIT_REASONS = ("gradient", "output_error", "credit", "lockstep", "send", "activ
 REJECT_REASONS = (
     "bad_frames", "bad_msgpack", "bad_header", "bad_version", "bad_kind", "wrong_run", "wrong_sender",
     "bad_dtype", "bad_shape", "bad_size", "too_large", "protocol", "control",
+    # semantic (worker/screen.py, stage.py): valid on the wire, not usable here
+    "wrong_dtype", "wrong_shape", "nonfinite", "step_window", "duplicate_step", "unknown_step", "early_end",
+    "bad_marker", "wrong_kind", "wrong_route", "out_of_order", "error",
 )  # fmt: skip
-DROP_KINDS = ("pending", "timeout", "stale_target", "gradient_queue")
+DROP_KINDS = ("pending", "timeout", "stale_target", "gradient_queue", "nonfinite_checkpoint")
 DIRECTIONS = ("activation_in", "gradient_in", "error_in", "activation_out", "gradient_out", "error_out")
 
 

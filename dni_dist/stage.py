@@ -38,6 +38,7 @@ from dni_dist.config import OptimConfig, SyntheticConfig
 from dni_dist.feedback import direct_feedback_matrix, to_feedback_alignment
 from dni_dist.losses import accuracy, get_loss, output_width
 from dni_dist.messages import Kind, Message
+from dni_dist.optim import lr_factor, make_optimizer
 from dni_dist.synthetic import SyntheticGradient
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,12 @@ DIRECT_METHODS = frozenset({"dfa", "kb"})
 
 class ProtocolError(ValueError):
     """A message this stage cannot use (wrong kind for its method, unknown or duplicate step,
-    wrong shape). The caller counts and drops it; the stage's state is unchanged."""
+    wrong shape or dtype). The caller counts it under `reason` and drops it; the stage's state is
+    unchanged."""
+
+    def __init__(self, message: str, *, reason: str = "protocol") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,24 +132,6 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return ab / denom if denom > 0 else 0.0
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    if cfg.name == "adam":
-        # the fused kernel makes one pass over the parameters instead of ~10 (3-4x faster on one CPU
-        # thread, where Adam is otherwise a large share of a step); older builds fall back
-        try:
-            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-        except (RuntimeError, TypeError):  # pragma: no cover - torch builds without fused Adam
-            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def lr_factor(cfg: OptimConfig, total_steps: int, step: int) -> float:
-    if cfg.schedule == "constant":
-        return 1.0
-    progress = min(step, total_steps) / max(1, total_steps)
-    return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 class Stage:
     def __init__(
         self,
@@ -195,6 +183,7 @@ class Stage:
                 scale=spec.feedback_scale,
             )
         self.loss_fn = get_loss(spec.loss)
+        self.dtype = next((p.dtype for p in module.parameters()), torch.float32)  # what inputs must be
         self.pending: OrderedDict[int, _Pending] = OrderedDict()
         self.last_step = -1  # latest step forwarded
         self.stats = StageStats()
@@ -220,14 +209,23 @@ class Stage:
         if not self.ready_for_forward:
             raise ProtocolError(
                 f"{self.prefix} step {step}: forward while the update of step "
-                f"{next(iter(self.pending))} still waits for its {self.awaiting and self.awaiting.value}"
+                f"{next(iter(self.pending))} still waits for its {self.awaiting and self.awaiting.value}",
+                reason="out_of_order",
             )
         if step <= self.last_step:
-            raise ProtocolError(f"{self.prefix} step {step}: already forwarded step {self.last_step}")
+            raise ProtocolError(
+                f"{self.prefix} step {step}: already forwarded step {self.last_step}", reason="duplicate_step"
+            )
+        if x.dtype != self.dtype or y.dtype != self.dtype:
+            raise ProtocolError(
+                f"{self.prefix} step {step}: expected {self.dtype} input and labels, got {x.dtype} and {y.dtype}",
+                reason="wrong_dtype",
+            )
         if x.dim() != 2 or x.shape[1] != spec.in_dim or y.shape != (x.shape[0], spec.num_classes):
             raise ProtocolError(
                 f"{self.prefix} step {step}: expected input [N, {spec.in_dim}] and labels "
-                f"[N, {spec.num_classes}], got {tuple(x.shape)} and {tuple(y.shape)}"
+                f"[N, {spec.num_classes}], got {tuple(x.shape)} and {tuple(y.shape)}",
+                reason="wrong_shape",
             )
         self.last_step = step
         self.module.train()
@@ -253,13 +251,24 @@ class Stage:
         spec = self.spec
         expected = self.awaiting if spec.out_method != "sg" else Kind.GRADIENT
         if spec.out_method is None or msg.kind is not expected:
-            raise ProtocolError(f"{self.prefix} cannot use {msg.describe()}: interface method is {spec.out_method}")
+            raise ProtocolError(
+                f"{self.prefix} cannot use {msg.describe()}: interface method is {spec.out_method}", reason="wrong_kind"
+            )
         entry = self.pending.get(msg.step)
         if entry is None:
-            raise ProtocolError(f"{self.prefix} {msg.describe()}: no forward pending for that step")
+            raise ProtocolError(
+                f"{self.prefix} {msg.describe()}: no forward pending for that step", reason="unknown_step"
+            )
         want = (entry.h.shape[0], spec.num_outputs) if msg.kind is Kind.OUTPUT_ERROR else tuple(entry.h.shape)
         if tuple(msg.tensor.shape) != want:
-            raise ProtocolError(f"{self.prefix} {msg.describe()}: expected shape {want} for step {msg.step}")
+            raise ProtocolError(
+                f"{self.prefix} {msg.describe()}: expected shape {want} for step {msg.step}", reason="wrong_shape"
+            )
+        if msg.tensor.dtype != entry.h.dtype:
+            raise ProtocolError(
+                f"{self.prefix} {msg.describe()}: expected {entry.h.dtype}, got {msg.tensor.dtype}",
+                reason="wrong_dtype",
+            )
         del self.pending[msg.step]
         self.stats.lags.append(LagRecord(msg.step, self.last_step - msg.step, time.monotonic() - entry.sent_at))
         if msg.kind is Kind.OUTPUT_ERROR:

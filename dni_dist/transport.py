@@ -54,13 +54,52 @@ class TransportConfig:
             raise ConfigError(f"--max-tensor-mb (transport.max_tensor_bytes): must be > 0, got {self.max_tensor_bytes}")
 
     @property
+    def max_frame_bytes(self) -> int:
+        """ZMQ_MAXMSGSIZE, which libzmq applies to every frame: one tensor (or the header). A peer
+        that sends a larger frame is disconnected by ZeroMQ before the frame is buffered."""
+        return max(self.max_tensor_bytes, MAX_HEADER_BYTES)
+
+    @property
     def max_message_bytes(self) -> int:
-        """ZMQ_MAXMSGSIZE: room for a tensor and its labels; anything larger is cut off by ZeroMQ."""
+        """The most one message can hold: a header, a tensor and its labels (three frames)."""
         return 2 * self.max_tensor_bytes + MAX_HEADER_BYTES
 
 
-def make_socket(ctx: zmq.Context[Any], kind: int, cfg: TransportConfig) -> zmq.Socket[Any]:
+@dataclass(frozen=True)
+class Curve:
+    """This process's CURVE keypair (z85). Sockets made with it encrypt and authenticate: a
+    binding socket is a CURVE server (its peers are checked by the context's ZAP authenticator),
+    a connecting one a client that must name the public key of the server it dials."""
+
+    public: bytes
+    secret: bytes
+
+
+def secure(sock: zmq.Socket[Any], curve: Curve | None, *, server_key: bytes | None = None) -> None:
+    """Make `sock` a CURVE server (server_key None) or a client of `server_key`; no-op without keys.
+    Must run before bind/connect."""
+    if curve is None:
+        return
+    sock.curve_publickey = curve.public
+    sock.curve_secretkey = curve.secret
+    if server_key is None:
+        sock.curve_server = True
+    else:
+        sock.curve_serverkey = server_key
+
+
+def make_socket(
+    ctx: zmq.Context[Any],
+    kind: int,
+    cfg: TransportConfig,
+    *,
+    curve: Curve | None = None,
+    server_key: bytes | None = None,
+) -> zmq.Socket[Any]:
+    """A socket with the runtime's options; with `curve`, encrypted and authenticated (set before
+    bind/connect): a server when `server_key` is None, else a client of that server."""
     sock: zmq.Socket[Any] = ctx.socket(kind)
+    secure(sock, curve, server_key=server_key)
     sock.setsockopt(zmq.LINGER, cfg.linger_ms)
     sock.setsockopt(zmq.HEARTBEAT_IVL, cfg.heartbeat_ivl_ms)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, cfg.heartbeat_timeout_ms)
@@ -72,7 +111,7 @@ def make_socket(ctx: zmq.Context[Any], kind: int, cfg: TransportConfig) -> zmq.S
         sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
     if kind in (zmq.PULL, zmq.SUB, zmq.ROUTER):
         sock.setsockopt(zmq.RCVHWM, cfg.hwm if kind == zmq.PULL else 1000)
-        sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
+        sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame_bytes)
     if kind in (zmq.PUB, zmq.XPUB):
         sock.setsockopt(zmq.SNDHWM, 1000)  # output errors are small; dropping one would stall a DFA block
     return sock

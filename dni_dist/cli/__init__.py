@@ -5,6 +5,7 @@
     python -m dni_dist worker --block 0 --blocks 2 ...               # = dni-worker (one block)
     python -m dni_dist repro table2 --quick --out runs/repro         # = dni-repro
     python -m dni_dist bench --rounds 3 --steps 300                  # = dni-bench
+    python -m dni_dist keys generate runs/keys --blocks 4            # = dni keys generate ...
 
 Flags map onto the config tree (dni_dist/config.py); `--set section.field=value` reaches every
 field, recipes live in launch/*.toml. The shared flags are defined once (cli/options.py).
@@ -13,6 +14,7 @@ field, recipes live in launch/*.toml. The shared flags are defined once (cli/opt
 import typer
 
 from dni_dist.bench import bench as bench_cmd
+from dni_dist.cli.keys import keys_app
 from dni_dist.cli.launch import launch_cmd
 from dni_dist.cli.train import train_cmd
 from dni_dist.cli.worker import worker_cmd
@@ -24,6 +26,7 @@ app.command("launch")(launch_cmd)
 app.command("worker")(worker_cmd)
 app.command("repro")(repro_cmd)
 app.command("bench")(bench_cmd)
+app.add_typer(keys_app, name="keys")
 
 
 def _single(command: typer.models.CommandFunctionType, help: str) -> typer.Typer:

@@ -37,6 +37,9 @@ def launch_cmd(
     host: Annotated[str, typer.Option(help="address workers bind and advertise")] = "127.0.0.1",
     threads: Annotated[int, typer.Option(help="torch threads per worker (0: cores / blocks)")] = 0,
     live: Annotated[bool, typer.Option(help="live table (default when stderr is a terminal)")] = sys.stderr.isatty(),
+    insecure: Annotated[
+        bool, typer.Option(help="plaintext, unauthenticated sockets (default: CURVE with per-run keys); loopback only")
+    ] = False,
 ) -> None:
     """Launch one worker per block, supervise them, and write <out>/summary.json."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,6 +48,7 @@ def launch_cmd(
         opts = LaunchOptions(
             blocks=blocks, gpus=parse_gpus(gpus), out=out, log_dir=log_dir, backend=backend, resume=resume,
             metrics_port=metrics_port, metrics_addr=metrics_addr, host=host, threads=threads, live=live,
+            insecure=insecure,
         )  # fmt: skip
         summary = launch(cfg, opts)
     except (ConfigError, LaunchError) as e:

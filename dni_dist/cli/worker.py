@@ -40,6 +40,12 @@ def worker_cmd(
     port: Annotated[int, typer.Option(help="fixed ports port..port+2 instead of free ones ($DNI_PORT)")] = -1,
     control: Annotated[str | None, typer.Option(help="the launcher's control endpoint")] = None,
     max_tensor_mb: Annotated[float, typer.Option(help="reject received tensors larger than this (MiB)")] = 256.0,
+    keys: Annotated[
+        Path | None, typer.Option(help="the run's keys directory: CURVE on every socket, signed rendezvous ($DNI_KEYS)")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="plaintext, unauthenticated sockets; refused unless every address is loopback")
+    ] = False,
 ) -> None:
     """Host one block: meet the others through the TCPStore at $MASTER_ADDR:$MASTER_PORT and train."""
     k = block if block is not None else int(os.environ.get("RANK", "0"))
@@ -57,6 +63,7 @@ def worker_cmd(
             bind=bind or os.environ.get("DNI_BIND", ""),
             port=port if port >= 0 else int(os.environ.get("DNI_PORT", "0")),
             transport=TransportConfig(max_tensor_bytes=int(max_tensor_mb * 2**20)),
+            keys=str(keys) if keys is not None else os.environ.get("DNI_KEYS") or None, insecure=insecure,
         )  # fmt: skip
     except (ConfigError, ValueError, OSError) as e:
         raise fail(f"[block {k}] {e}") from None

@@ -8,7 +8,9 @@ channel to the launcher, and what it announces in the rendezvous.
 
 Per neighbour pair there is one PUSH/PULL edge each way (activations down, gradients up); the
 last block publishes output errors on an XPUB that dfa/kb blocks SUBscribe to; a DEALER reports
-progress to the launcher's ROUTER and receives `stop`. Rendezvous keys (per run id):
+progress to the launcher's ROUTER and receives `stop`. With the run's keys every socket is CURVE:
+binding sockets are servers whose peers pyzmq's ZAP authenticator checks against the run's
+public keys; connecting sockets dial with the server's public key (docs/security.md). Rendezvous keys (per run id):
 block<k>/act, block<k>/grad, errors (endpoints), block<k>/resume_step, block<k>/ready,
 block<k>/exit.
 """
@@ -23,10 +25,12 @@ from typing import Any
 
 import msgpack
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
+from dni_dist.keys import RunKeys
 from dni_dist.messages import Kind, Marker, Message
 from dni_dist.rendezvous import Rendezvous
-from dni_dist.transport import ZmqReceiver, ZmqSender, make_socket
+from dni_dist.transport import Curve, ZmqReceiver, ZmqSender, make_socket, secure
 from dni_dist.worker.options import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,14 @@ DIRECTIONS_OUT = ("activation_out", "gradient_out", "error_out")
 
 class Edges:
     def __init__(
-        self, wcfg: WorkerConfig, *, first: bool, last: bool, subscribes: bool, remote_subscribers: int
+        self,
+        wcfg: WorkerConfig,
+        *,
+        first: bool,
+        last: bool,
+        subscribes: bool,
+        remote_subscribers: int,
+        keys: RunKeys | None = None,
     ) -> None:
         self.wcfg = wcfg
         self.k = wcfg.block
@@ -54,36 +65,43 @@ class Edges:
         self.err_pub: ZmqSender | None = None
         self.control: zmq.Socket[Any] | None = None
         self.control_rejects = 0
+        self.keys = keys
+        self.curve = None if keys is None else Curve(keys.public, keys.secret)
+        self.auth: ThreadAuthenticator | None = None
+        if keys is not None:  # the ZAP handler of this context: only the run's public keys get in
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=str(keys.directory))
 
     # -- opening -------------------------------------------------------------------------------
     def open(self, rdv: Rendezvous, *, peer_timeout_s: float, stopping: Callable[[], bool]) -> None:
         """Bind this block's inbound sockets, publish them, connect to the neighbours' (waiting
         for them in the rendezvous) and, on the last block, wait for the error subscribers."""
-        w, k, tcfg = self.wcfg, self.k, self.wcfg.transport
+        w, k = self.wcfg, self.k
         if not self.first:
-            sock = make_socket(self.ctx, zmq.PULL, tcfg)
+            sock = self._socket(zmq.PULL)
             rdv.publish(f"block{k}/act", self._bind(sock, 0))
             self.act_in = self._receiver(sock, k - 1, {"activation", "end"}, "activation")
         if not self.last:
-            sock = make_socket(self.ctx, zmq.PULL, tcfg)
+            sock = self._socket(zmq.PULL)
             rdv.publish(f"block{k}/grad", self._bind(sock, 1))
             self.grad_in = self._receiver(sock, k + 1, {"gradient", "done"}, "gradient")
         xpub: zmq.Socket[Any] | None = None
         if self.last and self.remote_subscribers:
-            xpub = make_socket(self.ctx, zmq.XPUB, tcfg)
+            xpub = self._socket(zmq.XPUB)
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
             rdv.publish("errors", self._bind(xpub, 2))
             self.err_pub = self._sender(xpub)
         if not self.last:
-            sock = make_socket(self.ctx, zmq.PUSH, tcfg)
+            sock = self._socket(zmq.PUSH, peer=f"block{k + 1}")
             sock.connect(rdv.lookup(f"block{k + 1}/act"))
             self.act_out = self._sender(sock)
         if not self.first:
-            sock = make_socket(self.ctx, zmq.PUSH, tcfg)
+            sock = self._socket(zmq.PUSH, peer=f"block{k - 1}")
             sock.connect(rdv.lookup(f"block{k - 1}/grad"))
             self.grad_out = self._sender(sock)
         if self.subscribes:
-            sock = make_socket(self.ctx, zmq.SUB, tcfg)
+            sock = self._socket(zmq.SUB, peer=f"block{w.blocks - 1}")
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.connect(rdv.lookup("errors"))
             self.err_sub = self._receiver(sock, w.blocks - 1, {"output_error"}, "output-error")
@@ -97,6 +115,7 @@ class Edges:
             self._await_subscriptions(xpub, self.remote_subscribers, peer_timeout_s, stopping)
         if w.control:
             self.control = self.ctx.socket(zmq.DEALER)
+            secure(self.control, self.curve, server_key=self._server_key("launcher"))
             self.control.setsockopt(zmq.IDENTITY, f"block-{k}".encode())
             self.control.setsockopt(zmq.LINGER, 1000)
             self.control.connect(w.control)
@@ -111,6 +130,14 @@ class Edges:
         for b in range(self.wcfg.blocks):
             rdv.lookup(f"block{b}/ready")
         return max(int(rdv.lookup(f"block{b}/resume_step")) for b in range(self.wcfg.blocks)) + 1
+
+    def _server_key(self, peer: str | None) -> bytes | None:
+        return None if self.keys is None or peer is None else self.keys.public_of(peer)
+
+    def _socket(self, kind: int, *, peer: str | None = None) -> zmq.Socket[Any]:
+        """An edge socket; with the run's keys CURVE: a server when it binds (peer None), else a
+        client of `peer`'s public key."""
+        return make_socket(self.ctx, kind, self.wcfg.transport, curve=self.curve, server_key=self._server_key(peer))
 
     def _receiver(self, sock: zmq.Socket[Any], sender: int, kinds: set[str], edge: str) -> ZmqReceiver:
         return ZmqReceiver(sock, run=self.wcfg.run_id, expect_block=sender, allowed=frozenset(kinds),
@@ -230,4 +257,6 @@ class Edges:
         return {name: e.backlog for name, e in zip(DIRECTIONS_OUT, edges) if e is not None}
 
     def close(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.destroy(linger=self.wcfg.transport.linger_ms)

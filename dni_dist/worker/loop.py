@@ -21,6 +21,7 @@ import json
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -32,6 +33,7 @@ from dni_dist import checkpoint
 from dni_dist.block import Block
 from dni_dist.config import TrainConfig
 from dni_dist.data import BatchStream, dataset_shape, load_dataset
+from dni_dist.keys import RunKeys, block_name
 from dni_dist.messages import Kind, Marker, MarkerKind, Message
 from dni_dist.metrics import NullMetrics, make_metrics
 from dni_dist.rendezvous import Rendezvous
@@ -42,6 +44,7 @@ from dni_dist.topology import Topology, assign_blocks
 from dni_dist.worker.admission import Admission
 from dni_dist.worker.edges import Edges
 from dni_dist.worker.options import WorkerConfig
+from dni_dist.worker.screen import Screen, finite_state
 from dni_dist.worker.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -65,8 +68,10 @@ class Worker:
         remote = {
             b for b, (lo, hi) in enumerate(self.ranges) if b != self.k and any(lo <= i <= hi for i in subscribers)
         }
+        self.keys = None if wcfg.insecure or wcfg.keys is None else RunKeys.load(wcfg.keys, me=block_name(self.k))
         self.edges = Edges(
             wcfg,
+            keys=self.keys,
             first=self.is_first,
             last=self.is_last,
             subscribes=not self.is_last and any(self.first <= i <= self.last for i in subscribers),
@@ -75,7 +80,11 @@ class Worker:
         self.admission = Admission(cfg.runtime, blocks=wcfg.blocks, prefix=self.prefix)
         self.telemetry = Telemetry(NullMetrics(), self.block.stages, is_last=self.is_last)
         self.waits: dict[str, float] = {}  # idle seconds by reason
-        self.protocol_rejects = 0
+        self.rejects: Counter[str] = Counter()  # received messages dropped here, by reason
+        rt = cfg.runtime
+        self.screen = Screen(
+            steps=cfg.run.steps, window=4 * (rt.max_inflight + wcfg.transport.hwm) + 2 * rt.checkpoint_every + 64
+        )
         self.steps = self.samples = self.restarts = 0  # steps: activations (block 0: batches) forwarded
         self.compute_seconds = 0.0
         self.stop_requested = False
@@ -102,11 +111,18 @@ class Worker:
         self.telemetry.metrics.restart()
         log.info("%s resumed from %s at step %d (restart %d)", self.prefix, path, self.last_forward, self.restarts)
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
+        """Write this block's checkpoint, unless a weight is NaN/Inf: then the last good one stays."""
+        states = [s.state_dict() for s in self.block.stages]
+        path = checkpoint.block_path(self.wcfg.out, self.k)
+        if not finite_state(states):
+            self.admission.dropped["nonfinite_checkpoint"] += 1
+            log.error("%s refusing to write non-finite weights over %s", self.prefix, path)
+            return None
         return checkpoint.save_block(
             self.wcfg.out,
             checkpoint.BlockState(
-                block=self.k, first=self.first, last=self.last, stages=[s.state_dict() for s in self.block.stages],
+                block=self.k, first=self.first, last=self.last, stages=states,
                 steps=self.steps, samples=self.samples, restarts=self.restarts, config=json.dumps(self.cfg.to_dict()),
             ),
         )  # fmt: skip
@@ -122,6 +138,26 @@ class Worker:
         self.edges.dispatch(outbound, trim=self.admission.trim_gradient_queue)
 
     def _handle(self, item: Message | Marker) -> None:
+        """Use one received message; whatever is wrong with it is a counted rejection, never a crash."""
+        why = self.screen.reason(item, last_forward=self.last_forward)
+        if why is not None:
+            self._reject(why, item, "not acceptable here")
+            return
+        try:
+            self._use(item)
+        except ProtocolError as e:
+            if isinstance(item, Marker) or item.kind is Kind.ACTIVATION or not self.admission.stale_target(item.step):
+                self._reject(e.reason, item, str(e))
+        except Exception as e:  # a peer's message must never end the block
+            self._reject("error", item, f"{type(e).__name__}: {e}")
+
+    def _reject(self, reason: str, item: Message | Marker, detail: str) -> None:
+        self.rejects[reason] += 1
+        if self.rejects[reason] <= 5 or self.rejects[reason] % 1000 == 0:
+            log.warning("%s dropped %s (%s: %s) [%d %s so far]", self.prefix, item.describe(), reason, detail,
+                        self.rejects[reason], reason)  # fmt: skip
+
+    def _use(self, item: Message | Marker) -> None:
         if isinstance(item, Marker):
             if item.kind is MarkerKind.END:
                 self.end_step = item.step
@@ -130,13 +166,7 @@ class Worker:
                 self.admission.finished_below(item.step)
             return
         start = time.perf_counter()
-        try:
-            outbound = self.block.deliver(self._to_device(item))
-        except ProtocolError as e:
-            if item.kind is Kind.ACTIVATION or not self.admission.stale_target(item.step):
-                self.protocol_rejects += 1
-                log.warning("%s dropped %s: %s", self.prefix, item.describe(), e)
-            return
+        outbound = self.block.deliver(self._to_device(item))
         self._dispatch(outbound)
         if item.kind is Kind.ACTIVATION:
             self._after_forward(item.step, item.tensor.shape[0], time.perf_counter() - start)
@@ -206,10 +236,7 @@ class Worker:
         self.telemetry.publish(self.edges, self.admission.dropped, inflight=self.block.inflight())
 
     def rejected(self) -> dict[str, int]:
-        total = self.edges.rejected()
-        if self.protocol_rejects:
-            total["protocol"] += self.protocol_rejects
-        return dict(total)
+        return dict(self.edges.rejected() + self.rejects)
 
     def loop(self, batches: Batches | None) -> None:
         rt = self.cfg.runtime

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dni_dist.config import ConfigError
+from dni_dist.keys import check_insecure
 from dni_dist.transport import TransportConfig
 
 
@@ -24,6 +25,8 @@ class WorkerConfig:
     bind: str = ""  # address to bind, e.g. 0.0.0.0 in a container whose name is `host`
     port: int = 0  # fixed ports port, port+1, port+2 (activations, gradients, errors); 0 = any free port
     control: str | None = None  # the launcher's ROUTER endpoint (None under torchrun)
+    keys: str | None = None  # the run's keys directory (keys.py): CURVE on every socket, signed rendezvous
+    insecure: bool = False  # plaintext, unauthenticated: only when every address is loopback
     transport: TransportConfig = field(default_factory=TransportConfig)
 
     def __post_init__(self) -> None:
@@ -35,3 +38,10 @@ class WorkerConfig:
             raise ConfigError(f"--metrics-port: {self.metrics_port} is not a port number")
         if not 0 <= self.port <= 65535 - 2:
             raise ConfigError(f"--port: {self.port} leaves no room for port..port+2")
+        if self.insecure:
+            check_insecure(self.bind or self.host)
+        elif self.keys is None:
+            raise ConfigError(
+                "--keys: a worker needs its run's keys directory (dni-launch makes one; for clusters "
+                "`python -m dni_dist keys generate DIR --blocks N`), or --insecure on loopback addresses"
+            )

@@ -34,7 +34,7 @@ def run_worker(cfg: TrainConfig, wcfg: WorkerConfig, rdv: Rendezvous | None = No
     worker = Worker(cfg, wcfg)
     signal.signal(signal.SIGINT, worker.request_stop)
     signal.signal(signal.SIGTERM, worker.request_stop)
-    rdv = rdv or Rendezvous.from_env(run=wcfg.run_id)
+    rdv = rdv or Rendezvous.from_env(run=wcfg.run_id, secret=None if worker.keys is None else worker.keys.run_secret)
     return worker.run(rdv)
 
 
