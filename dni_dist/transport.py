@@ -54,14 +54,12 @@ class TransportConfig:
             raise ConfigError(f"--max-tensor-mb (transport.max_tensor_bytes): must be > 0, got {self.max_tensor_bytes}")
 
     @property
-    def max_frame_bytes(self) -> int:
-        """ZMQ_MAXMSGSIZE, which libzmq applies to every frame: one tensor (or the header). A peer
-        that sends a larger frame is disconnected by ZeroMQ before the frame is buffered."""
-        return max(self.max_tensor_bytes, MAX_HEADER_BYTES)
-
-    @property
     def max_message_bytes(self) -> int:
-        """The most one message can hold: a header, a tensor and its labels (three frames)."""
+        """The most one legal message can hold: a header, a tensor and its labels. It is also
+        ZMQ_MAXMSGSIZE, which libzmq applies per frame: a peer sending a larger frame is cut off
+        before the frame is buffered; a smaller frame over the tensor cap reaches the decoder and
+        is counted as too_large. (libzmq bounds frames, not the number of frames in a message:
+        what keeps a stranger from streaming endless frames is CURVE, see docs/security.md.)"""
         return 2 * self.max_tensor_bytes + MAX_HEADER_BYTES
 
 
@@ -111,7 +109,7 @@ def make_socket(
         sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
     if kind in (zmq.PULL, zmq.SUB, zmq.ROUTER):
         sock.setsockopt(zmq.RCVHWM, cfg.hwm if kind == zmq.PULL else 1000)
-        sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame_bytes)
+        sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
     if kind in (zmq.PUB, zmq.XPUB):
         sock.setsockopt(zmq.SNDHWM, 1000)  # output errors are small; dropping one would stall a DFA block
     return sock

@@ -28,17 +28,21 @@ from .helpers import alive, children_of, free_port, port_open, run_launch, start
 
 RUN = "fuzz-run"
 WIDTH, CLASSES, N = 16, 10, 8
+STEPS = 120  # more than the fuzzing needs; the rest is sent valid
 
 
-def valid_frames(step: int, rows: int = N, width: int = WIDTH, **header: Any) -> list[bytes]:
-    g = torch.Generator().manual_seed(step)
-    msg = Message(
-        Kind.ACTIVATION,
-        step,
-        0,
-        torch.randn(rows, width, generator=g),
-        F.one_hot(torch.arange(rows) % CLASSES, CLASSES).float(),
-    )
+def valid_frames(
+    step: int,
+    rows: int = N,
+    width: int = WIDTH,
+    change: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    **header: Any,
+) -> list[bytes]:
+    g = torch.Generator().manual_seed(step % 2**31)
+    x, y = torch.randn(rows, width, generator=g), F.one_hot(torch.arange(rows) % CLASSES, CLASSES).float()
+    if change is not None:  # a message that is valid on the wire but not usable by the block
+        x, y = change(x, y)
+    msg = Message(Kind.ACTIVATION, step, 0, x, y)
     frames = [bytes(f) for f in encode(msg, run=RUN, block=0)]
     if header:
         h = msgpack.unpackb(frames[0])
@@ -65,12 +69,20 @@ BAD: dict[str, Bad] = {
     "oversized": lambda s: valid_frames(s, rows=1100),  # 70 kB > the 64 KiB cap this worker runs with
     "duplicate step": lambda s: valid_frames(max(0, s - 1)) if s > 0 else valid_frames(s, v=0),
     "end with a tensor": lambda s: [msgpack.packb({"v": 1, "kind": "end", "run": RUN, "block": 0, "step": s}), b"x"],
+    "float64 activation": lambda s: valid_frames(s, change=lambda x, y: (x.double(), y.double())),
+    "float16 activation": lambda s: valid_frames(s, change=lambda x, y: (x.half(), y.half())),
+    "NaN activation": lambda s: valid_frames(
+        s, change=lambda x, y: (x.index_fill(0, torch.tensor([1]), float("nan")), y)
+    ),
+    "Inf label": lambda s: valid_frames(s, change=lambda x, y: (x, y.index_fill(1, torch.tensor([0]), float("inf")))),
+    "step 2**62": lambda s: valid_frames(2**62),
+    "early END": lambda s: [bytes(f) for f in encode(Marker(MarkerKind.END, 0, 0), run=RUN, block=0)],
 }
 
 
 def test_live_worker_rejects_and_counts_malformed_frames_and_keeps_training(tmp_path: Path) -> None:
     cfg = {"model": {"depth": 2, "width": WIDTH}, "split": {"placement": "even", "stages": 2},
-           "credit": {"method": "sg"}, "data": {"name": "mnist", "subset": True}, "run": {"steps": 1000}}  # fmt: skip
+           "credit": {"method": "sg"}, "data": {"name": "mnist", "subset": True}, "run": {"steps": STEPS}}  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     rdv = Rendezvous.host("127.0.0.1", run=RUN)
     ctx: zmq.Context[Any] = zmq.Context()
@@ -79,7 +91,8 @@ def test_live_worker_rejects_and_counts_malformed_frames_and_keeps_training(tmp_
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(rdv.port)}
     worker = subprocess.Popen(
         [sys.executable, "-m", "dni_dist.worker", "--block", "1", "--blocks", "2", "--config-json",
-         str(tmp_path / "config.json"), "--out", str(tmp_path), "--run-id", RUN, "--max-tensor-mb", "0.0625"],
+         str(tmp_path / "config.json"), "--out", str(tmp_path), "--run-id", RUN, "--max-tensor-mb", "0.0625",
+         "--insecure"],  # this test is block 0, with plain sockets: loopback only
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     push = ctx.socket(zmq.PUSH)
@@ -108,7 +121,9 @@ def test_live_worker_rejects_and_counts_malformed_frames_and_keeps_training(tmp_
             attack(kinds)
 
         fuzz()
-        push.send_multipart(encode(Marker(MarkerKind.END, state["step"] - 1, 0), run=RUN, block=0))
+        while state["step"] < STEPS:  # the rest of the run, valid: END is only taken at the real end
+            attack([])
+        push.send_multipart(encode(Marker(MarkerKind.END, STEPS - 1, 0), run=RUN, block=0))
         out, _ = worker.communicate(timeout=60)
         assert worker.returncode == 0, out
     finally:
@@ -117,11 +132,14 @@ def test_live_worker_rejects_and_counts_malformed_frames_and_keeps_training(tmp_
             worker.wait()
         ctx.destroy(linger=0)
     stats = json.loads((tmp_path / "blocks" / "block1.json").read_text())
-    assert stats["steps"] == state["step"]  # every valid step trained
-    assert sum(stats["rejected"].values()) == state["bad"], stats["rejected"]  # every bad one counted once
+    assert stats["steps"] == STEPS  # every valid step trained
+    state_dict = checkpoint.load(checkpoint.block_path(tmp_path, 1))["stages"][0]["module"]
+    assert all(torch.isfinite(t).all() for t in state_dict.values()), "the final checkpoint is finite"
+    assert sum(stats["rejected"].values()) == state["bad"], (stats["rejected"], state)  # every bad one counted once
     assert set(stats["rejected"]) == {
         "bad_msgpack", "bad_header", "bad_version", "wrong_run", "wrong_sender", "bad_kind", "bad_dtype",
-        "bad_size", "bad_frames", "too_large", "protocol",
+        "bad_size", "bad_frames", "too_large", "duplicate_step", "wrong_shape", "wrong_dtype", "nonfinite",
+        "step_window", "early_end",
     }  # fmt: skip
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dni_dist.keys import generate
+
 from .helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,12 +25,13 @@ def test_two_node_torchrun_run_trains_and_writes_a_summary(tmp_path: Path) -> No
         pytest.skip("torchrun is not on PATH")
     port = free_port()
     out = tmp_path / "two-nodes"
+    keys = generate(tmp_path / "keys", blocks=2)  # what `python -m dni_dist keys generate DIR --blocks 2` writes
     procs = []
     for node, host in ((0, "127.0.0.1"), (1, "127.0.0.2")):
         cmd = [torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node),
                "--master-addr", "127.0.0.1", "--master-port", str(port),
                "-m", "dni_dist.worker", "--recipe", str(ROOT / "launch/demo.toml"), "--steps", "80",
-               "--width", "64", "--out", str(out)]  # fmt: skip
+               "--width", "64", "--out", str(out), "--keys", str(keys)]  # fmt: skip
         env = {**os.environ, "DNI_HOST": host, "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:
