@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from dni_dist.keys import generate
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 GPU = ROOT / "deploy" / "docker-compose.gpu.yml"
@@ -60,8 +62,15 @@ def test_compose_invariants() -> None:
         assert svcs[n]["restart"] == "on-failure" and "--resume" in svcs[n]["command"]
         assert "--target-timeout" in svcs[n]["command"], "a restarted neighbour must not stall the credit window"
         assert "runs:/runs" in svcs[n]["volumes"], "checkpoints on the shared volume"
-    published = [p.split(":")[0] for s in svcs.values() for p in s.get("ports", [])]
+        cmd = svcs[n]["command"]
+        assert cmd[cmd.index("--keys") + 1] == "/run/secrets/dni_keys" and svcs[n]["secrets"] == ["dni_keys"]
+        assert "--insecure" not in cmd
+    ports = [p.split(":") for s in svcs.values() for p in s.get("ports", [])]
+    assert all(len(p) == 3 and p[0] == "127.0.0.1" for p in ports), f"publish on 127.0.0.1 only: {ports}"
+    published = [p[1] for p in ports]
     assert len(published) == len(set(published)), f"published ports collide: {published}"
+    grafana = svcs["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer" and "GF_SECURITY_ADMIN_PASSWORD__FILE" in grafana
     for name, svc in svcs.items():
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert svc.get("restart"), f"{name} has no restart policy"
@@ -141,13 +150,15 @@ def _can_make_namespaces() -> str | None:
     return None
 
 
-def _container_argv(svc: dict[str, Any], runs: Path) -> list[str]:
+def _container_argv(svc: dict[str, Any], runs: Path, keys: Path) -> list[str]:
     """The container's argv on this machine: the image's entry point (dni-worker) or the service's
-    own, with the image's paths (/app = this checkout, /runs = the volume) mapped here."""
+    own, with the image's paths (/app = this checkout, /runs = the volume, /run/secrets/dni_keys =
+    the keys secret) mapped here."""
     entry = svc.get("entrypoint") or ["dni-worker"]
     argv = [*entry, *svc.get("command", [])]
     exe = {"python": sys.executable, "dni-worker": str(Path(sys.executable).parent / "dni-worker")}
-    return [exe.get(a, a.replace("/app/", f"{ROOT}/").replace("/runs/", f"{runs}/")) for a in argv]
+    mapped = [a.replace("/app/", f"{ROOT}/").replace("/runs/", f"{runs}/") for a in argv]
+    return [exe.get(a, str(keys) if a == "/run/secrets/dni_keys" else a) for a in mapped]
 
 
 def _healthcheck_argv(svc: dict[str, Any]) -> list[str]:
@@ -165,18 +176,20 @@ def test_compose_topology_trains_in_separate_network_namespaces(tmp_path: Path) 
     names = ["rendezvous", *blocks(svcs)]
     runs = tmp_path / "runs"
     runs.mkdir()
+    keys = generate(tmp_path / "keys", blocks=len(names) - 1)  # as the compose header says to
     hosts = Hosts(names)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     envs = {n: {**os.environ, **{k: str(v) for k, v in (svcs[n].get("environment") or {}).items()}} for n in names}
     try:
-        procs["rendezvous"] = hosts.run("rendezvous", _container_argv(svcs["rendezvous"], runs), envs["rendezvous"],
+        store_argv = _container_argv(svcs["rendezvous"], runs, keys)
+        procs["rendezvous"] = hosts.run("rendezvous", store_argv, envs["rendezvous"],
                                         tmp_path / "rendezvous.log")  # fmt: skip
         deadline = time.monotonic() + 60
         while not hosts.check("rendezvous", _healthcheck_argv(svcs["rendezvous"]), envs["rendezvous"]):
             assert time.monotonic() < deadline, (tmp_path / "rendezvous.log").read_text()
             time.sleep(0.5)
         for n in names[1:]:  # depends_on: rendezvous is healthy
-            procs[n] = hosts.run(n, _container_argv(svcs[n], runs), envs[n], tmp_path / f"{n}.log")
+            procs[n] = hosts.run(n, _container_argv(svcs[n], runs, keys), envs[n], tmp_path / f"{n}.log")
         healthy: set[str] = set()
         deadline = time.monotonic() + 240
         while any(procs[n].poll() is None for n in names[1:]):
@@ -221,6 +234,12 @@ def test_kubernetes_jobset_has_the_compose_topology() -> None:
     assert store["command"][-1] == "dni_dist.rendezvous" and env["MASTER_PORT"]["value"] in store["args"]
     assert "command" not in worker, "workers run the image's dni-worker entry point"
     assert "--resume" in worker["args"] and worker["readinessProbe"]["httpGet"]["port"] == 9100
+    mounts = {m["name"]: m for m in worker["volumeMounts"]}
+    secret = next(v for v in pod["volumes"] if v["name"] == "keys")["secret"]["secretName"]
+    assert (
+        worker["args"][worker["args"].index("--keys") + 1] == mounts["keys"]["mountPath"] and mounts["keys"]["readOnly"]
+    )
+    assert secret == "dni-keys" and "--insecure" not in worker["args"]
     mount = worker["volumeMounts"][0]
     assert any(a.startswith(mount["mountPath"]) for a in worker["args"]), "--out on the shared volume"
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]

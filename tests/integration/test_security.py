@@ -106,7 +106,10 @@ def test_strangers_get_no_message_in_and_the_run_finishes(tmp_path: Path) -> Non
             proc.wait()
         ctx.destroy(linger=0)
     assert proc.returncode == 0, out
-    print(f"raw ZMTP peer cut off after {sent / MiB:.0f} MiB; block 1 RSS {rss_before / MiB:.0f} -> {rss_after / MiB:.0f} MiB")
+    print(
+        f"raw ZMTP peer cut off after {sent / MiB:.0f} MiB; "
+        f"block 1 RSS {rss_before / MiB:.0f} -> {rss_after / MiB:.0f} MiB"
+    )
     assert sent < 64 * MiB, f"the raw peer streamed {sent / MiB:.0f} MiB before being cut off"
     cap = 2 * 256 * MiB  # the default message cap (two tensors of --max-tensor-mb 256)
     assert rss_after - rss_before < 4 * cap + 64 * MiB
