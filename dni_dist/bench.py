@@ -9,7 +9,9 @@ rendezvous excluded, first steps included):
 - torch-1proc-1thread a plain PyTorch loop (forward, loss.backward, Adam), one process, one
                      torch thread: the baseline every ratio is reported against
 - bp-1proc-1thread   dni_dist's own in-process trainer doing backprop on the same thread budget
-- dni-sg-2proc       dni-launch, 2 worker processes (1 thread each), free-running cDNI at the cut
+- dni-sg-2proc       dni-launch, 2 worker processes (1 thread each), free-running cDNI at the cut,
+                     CURVE-encrypted and authenticated (the default)
+- dni-sg-2proc-plain the same with --insecure (plaintext): what the encryption costs
 - dni-bp-2proc       the same two processes with backprop at the cut (update-locked)
 - pp-<schedule>-m<M> torch.distributed.pipelining on the same two processes (gloo), each schedule
                      and microbatch count in --schedules / --microbatches
@@ -116,8 +118,8 @@ def run_bp_single(steps: int) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["sps"])
 
 
-def run_dni(method: str, steps: int, workdir: Path, cut: int) -> float:
-    out = workdir / f"dni-{method}"
+def run_dni(method: str, steps: int, workdir: Path, cut: int, insecure: bool = False) -> float:
+    out = workdir / f"dni-{method}{'-plain' if insecure else ''}"
     cfg = workdir / f"dni-{method}.toml"
     c = _config(method, steps, "explicit", cut)
     cfg.write_text(
@@ -127,7 +129,8 @@ def run_dni(method: str, steps: int, workdir: Path, cut: int) -> float:
     )
     subprocess.run(
         [sys.executable, "-c", "from dni_dist.cli import launch_main; launch_main()", "--recipe", str(cfg),
-         "--blocks", "2", "--gpus", "cpu", "--threads", "1", "--out", str(out), "--no-live"],
+         "--blocks", "2", "--gpus", "cpu", "--threads", "1", "--out", str(out), "--no-live",
+         *(["--insecure"] if insecure else [])],
         env=_env(), capture_output=True, text=True, check=True, timeout=1800,
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
@@ -191,6 +194,9 @@ def bench(
     microbatches: Annotated[str, typer.Option(help="pipelining microbatch counts")] = "2,4,8",
     cut: Annotated[int, typer.Option(help="split after this hidden layer (both 2-process contestants)")] = CUT,
     out: Annotated[Path | None, typer.Option(help="write bench.json here")] = None,
+    only: Annotated[
+        str | None, typer.Option(help="run only these contestants (comma-separated; the baseline always runs)")
+    ] = None,
 ) -> None:
     """Run the comparison and print the table."""
     contestants: dict[str, Any] = {
@@ -198,10 +204,19 @@ def bench(
         "bp-1proc-1thread": lambda w: run_bp_single(steps),
     }
     contestants["dni-sg-2proc"] = lambda w: run_dni("sg", steps, w, cut)
+    contestants["dni-sg-2proc-plain"] = lambda w: run_dni("sg", steps, w, cut, insecure=True)
     contestants["dni-bp-2proc"] = lambda w: run_dni("bp", steps, w, cut)
     for s in schedules.split(","):
         for m in microbatches.split(","):
             contestants[f"pp-{s}-m{m}"] = lambda w, s=s, m=int(m): run_pipelining(s, m, steps, w, cut)
+    if only is not None:
+        wanted = {"torch-1proc-1thread", *(c.strip() for c in only.split(","))}
+        unknown = wanted - set(contestants)
+        if unknown:
+            raise typer.BadParameter(
+                f"unknown contestant(s) {', '.join(sorted(unknown))}; have {', '.join(contestants)}"
+            )
+        contestants = {k: v for k, v in contestants.items() if k in wanted}
     results: dict[str, list[float]] = {k: [] for k in contestants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
@@ -222,7 +237,7 @@ def bench(
         label = name + (" (best pipelining)" if name == pp_best else "")
         table.add_row(label, f"{med:.0f}", f"{min(values):.0f}", f"{max(values):.0f}", f"{med / base:.2f}")
     Console().print(table)
-    sg = statistics.median(results["dni-sg-2proc"])
+    sg = statistics.median(results["dni-sg-2proc"]) if "dni-sg-2proc" in results else float("nan")
     summary = {
         "model": {"depth": DEPTH, "width": WIDTH, "batch": BATCH, "cut_after_layer": cut},
         "steps": steps,
@@ -234,6 +249,11 @@ def bench(
             "dni_sg_over_torch_1proc": sg / base,
             "dni_sg_over_best_pipelining": sg / statistics.median(results[pp_best]) if pp_best else None,
             "best_pipelining": pp_best,
+            "curve_over_plain": (
+                statistics.median(r / p for r, p in zip(results["dni-sg-2proc"], results["dni-sg-2proc-plain"]))
+                if "dni-sg-2proc" in results and "dni-sg-2proc-plain" in results
+                else None
+            ),
         },
     }
     print(json.dumps(summary["ratios"]))
