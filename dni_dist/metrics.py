@@ -30,6 +30,8 @@ REJECT_REASONS = (
     # semantic (worker/screen.py, stage.py): valid on the wire, not usable here
     "wrong_dtype", "wrong_shape", "nonfinite", "step_window", "duplicate_step", "unknown_step", "early_end",
     "bad_marker", "wrong_kind", "wrong_route", "out_of_order", "error",
+    # peers ZeroMQ cut off at the handshake (worker/edges.py): no key of the run, or not CURVE at all
+    "unauthenticated", "handshake",
 )  # fmt: skip
 DROP_KINDS = ("pending", "timeout", "stale_target", "gradient_queue", "nonfinite_checkpoint")
 DIRECTIONS = ("activation_in", "gradient_in", "error_in", "activation_out", "gradient_out", "error_out")

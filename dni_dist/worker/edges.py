@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from dni_dist.keys import RunKeys
 from dni_dist.messages import Kind, Marker, Message
@@ -36,6 +37,9 @@ from dni_dist.worker.options import WorkerConfig
 log = logging.getLogger(__name__)
 
 DIRECTIONS_IN = ("activation_in", "gradient_in", "error_in")
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 DIRECTIONS_OUT = ("activation_out", "gradient_out", "error_out")
 
 
@@ -65,6 +69,8 @@ class Edges:
         self.err_pub: ZmqSender | None = None
         self.control: zmq.Socket[Any] | None = None
         self.control_rejects = 0
+        self.monitors: list[zmq.Socket[Any]] = []  # handshake failures of the binding sockets
+        self.handshake_rejects: Counter[str] = Counter()
         self.keys = keys
         self.curve = None if keys is None else Curve(keys.public, keys.secret)
         self.auth: ThreadAuthenticator | None = None
@@ -136,8 +142,20 @@ class Edges:
 
     def _socket(self, kind: int, *, peer: str | None = None) -> zmq.Socket[Any]:
         """An edge socket; with the run's keys CURVE: a server when it binds (peer None), else a
-        client of `peer`'s public key."""
-        return make_socket(self.ctx, kind, self.wcfg.transport, curve=self.curve, server_key=self._server_key(peer))
+        client of `peer`'s public key. A binding socket is monitored for failed handshakes: a
+        peer that is not let in is cut off by ZeroMQ and counted here."""
+        sock = make_socket(self.ctx, kind, self.wcfg.transport, curve=self.curve, server_key=self._server_key(peer))
+        if peer is None:
+            self.monitors.append(sock.get_monitor_socket(HANDSHAKE_FAILED))
+        return sock
+
+    def _count_handshakes(self) -> None:
+        for mon in self.monitors:
+            while mon.poll(0):
+                event = recv_monitor_message(mon)["event"]
+                self.handshake_rejects[
+                    "unauthenticated" if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else "handshake"
+                ] += 1
 
     def _receiver(self, sock: zmq.Socket[Any], sender: int, kinds: set[str], edge: str) -> ZmqReceiver:
         return ZmqReceiver(sock, run=self.wcfg.run_id, expect_block=sender, allowed=frozenset(kinds),
@@ -237,7 +255,9 @@ class Edges:
             self.control.send(msgpack.packb(payload))
 
     def rejected(self) -> Counter[str]:
+        self._count_handshakes()
         total: Counter[str] = Counter({"control": self.control_rejects} if self.control_rejects else {})
+        total.update(self.handshake_rejects)
         for r in self.receivers():
             total.update(r.rejected)
         return total
@@ -257,6 +277,8 @@ class Edges:
         return {name: e.backlog for name, e in zip(DIRECTIONS_OUT, edges) if e is not None}
 
     def close(self) -> None:
+        for mon in self.monitors:
+            mon.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
         self.ctx.destroy(linger=self.wcfg.transport.linger_ms)
