@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dni_dist.records import Quantiles
 from dni_dist.stage import Stage
 
 
@@ -80,8 +81,11 @@ class BlockStats:
         update_waits: Counter[str] = Counter()
         for s in stages:
             update_waits.update(s.stats.waits)
-        sg = [r for s in stages for r in s.stats.sg]
-        train = stages[-1].stats.train if stages[-1].spec.is_last else []
+        sg = [s.stats.sg[-1] for s in stages if s.stats.sg]
+        train = stages[-1].stats.train if stages[-1].spec.is_last else None
+        lag_steps, lag_seconds = Quantiles(), Quantiles()
+        for s in stages:
+            lag_steps, lag_seconds = lag_steps.merge(s.stats.lags.steps), lag_seconds.merge(s.stats.lags.seconds)
         return cls(
             block=block,
             stages=(first, last),
@@ -92,8 +96,8 @@ class BlockStats:
             wall_seconds=wall_seconds,
             compute_seconds=compute_seconds,
             samples_per_second=samples / max(wall_seconds, 1e-9),
-            lag_steps=percentiles(float(r.steps) for s in stages for r in s.stats.lags),
-            lag_seconds=percentiles(r.seconds for s in stages for r in s.stats.lags),
+            lag_steps=lag_steps.summary(),
+            lag_seconds=lag_seconds.summary(),
             waits={k: round(v, 6) for k, v in sorted((waits or {}).items())},
             update_waits=dict(update_waits),
             interfaces=[
