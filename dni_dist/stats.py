@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class BlockStats:
     train_loss: float | None = None  # last block only
     train_accuracy: float | None = None
     messages: dict[str, dict[str, int]] = field(default_factory=dict)
+    attempt: int = 0  # the incarnation that wrote this (0: never restarted alone)
+    pid: int = field(default_factory=os.getpid)  # the process that wrote this
+    link_events: dict[str, int] = field(default_factory=dict)  # edge connections made / lost (ZeroMQ monitor)
 
     @classmethod
     def from_stages(
@@ -77,6 +81,8 @@ class BlockStats:
         dropped: Mapping[str, int] | None = None,
         restarts: int = 0,
         messages: Mapping[str, dict[str, int]] | None = None,
+        attempt: int = 0,
+        link_events: Mapping[str, int] | None = None,
     ) -> BlockStats:
         update_waits: Counter[str] = Counter()
         for s in stages:
@@ -113,6 +119,8 @@ class BlockStats:
             train_loss=train[-1][1] if train else None,
             train_accuracy=train[-1][2] if train else None,
             messages=dict(messages or {}),
+            attempt=attempt,
+            link_events=dict(link_events or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,9 +8,9 @@ channel to the launcher, and what it announces in the rendezvous.
 
 Per neighbour pair there is one PUSH/PULL edge each way (activations down, gradients up); the
 last block publishes output errors on an XPUB that dfa/kb blocks SUBscribe to; a DEALER reports
-progress to the launcher's ROUTER and receives `stop`. Rendezvous keys (per run id):
-block<k>/act, block<k>/grad, errors (endpoints), block<k>/resume_step, block<k>/ready,
-block<k>/exit.
+progress to the launcher's ROUTER and receives `stop`. Rendezvous keys (per run id), all but
+exit under this incarnation's attempt (dni_dist.worker.attempts): block<k>/<a>/act, .../grad,
+.../errors (endpoints), .../resume_step, .../ready; and block<k>/exit.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import zmq
 from dni_dist.messages import Kind, Marker, Message
 from dni_dist.rendezvous import Rendezvous
 from dni_dist.transport import ZmqReceiver, ZmqSender, make_socket
+from dni_dist.worker.attempts import PeerKeys
 from dni_dist.worker.options import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -56,36 +57,36 @@ class Edges:
         self.control_rejects = 0
 
     # -- opening -------------------------------------------------------------------------------
-    def open(self, rdv: Rendezvous, *, peer_timeout_s: float, stopping: Callable[[], bool]) -> None:
+    def open(self, rdv: Rendezvous, *, keys: PeerKeys, peer_timeout_s: float, stopping: Callable[[], bool]) -> None:
         """Bind this block's inbound sockets, publish them, connect to the neighbours' (waiting
         for them in the rendezvous) and, on the last block, wait for the error subscribers."""
         w, k, tcfg = self.wcfg, self.k, self.wcfg.transport
         if not self.first:
             sock = make_socket(self.ctx, zmq.PULL, tcfg)
-            rdv.publish(f"block{k}/act", self._bind(sock, 0))
-            self.act_in = self._receiver(sock, k - 1, {"activation", "end"}, "activation")
+            rdv.publish(keys.own("act"), self._bind(sock, 0))
+            self.act_in = self._receiver(sock, k - 1, {"activation", "end", "checkpoint"}, "activation")
         if not self.last:
             sock = make_socket(self.ctx, zmq.PULL, tcfg)
-            rdv.publish(f"block{k}/grad", self._bind(sock, 1))
+            rdv.publish(keys.own("grad"), self._bind(sock, 1))
             self.grad_in = self._receiver(sock, k + 1, {"gradient", "done"}, "gradient")
         xpub: zmq.Socket[Any] | None = None
         if self.last and self.remote_subscribers:
             xpub = make_socket(self.ctx, zmq.XPUB, tcfg)
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-            rdv.publish("errors", self._bind(xpub, 2))
+            rdv.publish(keys.own("errors"), self._bind(xpub, 2))
             self.err_pub = self._sender(xpub)
         if not self.last:
             sock = make_socket(self.ctx, zmq.PUSH, tcfg)
-            sock.connect(rdv.lookup(f"block{k + 1}/act"))
+            sock.connect(keys.endpoint(k + 1, "act"))
             self.act_out = self._sender(sock)
         if not self.first:
             sock = make_socket(self.ctx, zmq.PUSH, tcfg)
-            sock.connect(rdv.lookup(f"block{k - 1}/grad"))
+            sock.connect(keys.endpoint(k - 1, "grad"))
             self.grad_out = self._sender(sock)
         if self.subscribes:
             sock = make_socket(self.ctx, zmq.SUB, tcfg)
             sock.setsockopt(zmq.SUBSCRIBE, b"")
-            sock.connect(rdv.lookup("errors"))
+            sock.connect(keys.endpoint(w.blocks - 1, "errors"))
             self.err_sub = self._receiver(sock, w.blocks - 1, {"output_error"}, "output-error")
         listening = [
             f"{name} {rx.sock.getsockopt_string(zmq.LAST_ENDPOINT)}"
@@ -101,16 +102,16 @@ class Edges:
             self.control.setsockopt(zmq.LINGER, 1000)
             self.control.connect(w.control)
 
-    def announce(self, rdv: Rendezvous, *, last_forward: int) -> int | None:
+    def announce(self, rdv: Rendezvous, *, keys: PeerKeys, last_forward: int) -> int | None:
         """Publish this block's resume point and readiness. Block 0 then waits for every block
         and returns the step to feed next (one past the furthest any block had reached)."""
-        rdv.publish(f"block{self.k}/resume_step", str(last_forward))
-        rdv.publish(f"block{self.k}/ready", "1")
+        rdv.publish(keys.own("resume_step"), str(last_forward))
+        rdv.publish(keys.own("ready"), "1")
         if not self.first:
             return None
         for b in range(self.wcfg.blocks):
-            rdv.lookup(f"block{b}/ready")
-        return max(int(rdv.lookup(f"block{b}/resume_step")) for b in range(self.wcfg.blocks)) + 1
+            keys.endpoint(b, "ready")
+        return max(int(keys.endpoint(b, "resume_step")) for b in range(self.wcfg.blocks)) + 1
 
     def _receiver(self, sock: zmq.Socket[Any], sender: int, kinds: set[str], edge: str) -> ZmqReceiver:
         return ZmqReceiver(sock, run=self.wcfg.run_id, expect_block=sender, allowed=frozenset(kinds),

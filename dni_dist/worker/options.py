@@ -17,7 +17,8 @@ class WorkerConfig:
     blocks: int
     run_id: str
     out: str  # checkpoints/ and blocks/ (stats) go here; shared by every block of the run
-    resume: bool = False  # start from out/checkpoints/block<k>.pt when it exists
+    resume: bool = False  # start from the newest complete checkpoint under out/checkpoints, if any
+    restart_cause: str = ""  # set by dni-launch on a restarted block: killed | exited | hung
     metrics_port: int = 0  # the port this block serves /metrics on (0 = off)
     metrics_addr: str = "127.0.0.1"
     host: str = "127.0.0.1"  # address this worker advertises to its neighbours (and binds, unless `bind`)

@@ -10,6 +10,7 @@ It reads the stages' records; it never changes them.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
@@ -66,6 +67,7 @@ class Telemetry:
         return {
             "type": kind,
             "block": block,
+            "pid": os.getpid(),  # the launcher ignores a dead incarnation's late reports
             "step": step,
             "steps": steps,
             "samples_per_second": samples_per_second,
