@@ -48,6 +48,7 @@ from dni_dist.worker.links import Links
 from dni_dist.worker.options import WorkerConfig
 from dni_dist.worker.rejoin import Neighbours
 from dni_dist.worker.saving import Saver
+from dni_dist.worker.stopping import Stopping
 from dni_dist.worker.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,7 @@ class Worker:
         self.protocol_rejects = 0
         self.steps = self.samples = self.restarts = 0  # steps: activations (block 0: batches) forwarded
         self.compute_seconds = 0.0
-        self.stop_requested = False  # a stop arrived: end the run early, at a consistent cut
-        self.stops = 0  # stop requests so far (signals, launcher); one more than handled: act on it
-        self.abort = False  # leave the loop now, without a checkpoint
-        self.stop_deadline: float | None = None
+        self.stop = Stopping(cfg.runtime.drain_timeout_s)
         self.status = "running"
         self.next_step = 0  # block 0: the next step to feed
         self.end_step: int | None = None  # last step of the run, once known
@@ -209,16 +207,11 @@ class Worker:
         return self.ended and not self.block.has_pending()
 
     def _on_stop(self) -> None:
-        """A stop request (see [Note: ending a run]): the first ends the run early, the second now."""
-        if self.stop_requested:
-            log.info("%s second stop: leaving now, without a checkpoint", self.prefix)
-            self.abort = True
-            return
-        self.stop_requested = True
-        self.stop_deadline = time.monotonic() + self.cfg.runtime.drain_timeout_s
+        """The first stop request (see [Note: ending a run]): end the run after the last step fed."""
+        self.stop.now = not self.is_first and "activations in" in self.links.down  # no `end` can come
         if self.is_first and not self.ended:
             if self.next_step == 0:
-                self.abort = True  # nothing trained yet: nothing to save
+                self.stop.now = True  # nothing trained yet: nothing to save
             else:
                 self._send_end(self.next_step - 1)
 
@@ -254,16 +247,15 @@ class Worker:
         poller = self.edges.poller()
         last_progress = last_heard = time.monotonic()
         drain_deadline: float | None = None
-        handled = 0
         while True:
             self.edges.flush()
             if self.edges.stop_requested():
                 log.info("%s stop requested by the launcher", self.prefix)
-                self.stops += 1
-            while handled < self.stops:
-                handled += 1
+                self.stop.request()
+            if self.stop.take_first():
                 self._on_stop()
-            if self.abort:
+            if self.stop.now:
+                log.info("%s stopping now, without a checkpoint", self.prefix)
                 break
             progressed = False
             for rx in (self.edges.grad_in, self.edges.err_sub):
@@ -285,10 +277,9 @@ class Worker:
                     pending = sum(len(s.pending) for s in self.block.stages)
                     log.warning("%s drain timeout: %d steps never got their target", self.prefix, pending)
                     break
-            if self.stop_deadline is not None and now > self.stop_deadline and not self.ended:
-                log.warning("%s stopped without the end marker after %.0fs: no checkpoint", self.prefix,
-                            rt.drain_timeout_s)  # fmt: skip
-                self.abort = True
+            if self.stop.overdue(ended=self.ended):
+                log.warning("%s stopping: no end marker after %.0fs, no checkpoint", self.prefix, rt.drain_timeout_s)
+                self.stop.now = True
                 break
             if now - last_progress >= rt.progress_every_s:
                 self._heartbeat()
@@ -303,7 +294,7 @@ class Worker:
                                 down)  # fmt: skip
                     last_heard = now
                 self._idle(poller, "activation" if why == "local" else why or "idle")
-        self.status = "stopped" if self.stop_requested or self.abort else "finished"
+        self.status = "stopped" if self.stop.requested or self.stop.now else "finished"
 
     def _idle(self, poller: zmq.Poller, reason: str) -> None:
         """Poll until something arrives (or briefly, when an outbox waits), booking the time."""
@@ -346,7 +337,9 @@ class Worker:
         if self.attempt:
             log.warning("%s restarted (attempt %d): rejoining the running blocks", self.prefix, self.attempt)
         self._resume()
-        self.edges.open(rdv, keys=keys, peer_timeout_s=self.cfg.runtime.peer_timeout_s, stopping=lambda: self.abort)
+        self.edges.open(
+            rdv, keys=keys, peer_timeout_s=self.cfg.runtime.peer_timeout_s, stopping=lambda: self.stop.requests > 0
+        )
         self.links.watch_edges(self.edges)
         self.neighbours = Neighbours(keys, self.edges)
         resume_at = self.edges.announce(rdv, keys=keys, last_forward=self.last_forward)
@@ -373,7 +366,7 @@ class Worker:
     def _finish(self, rdv: Rendezvous) -> None:
         """Checkpoint, stats, last report; without a launcher block 0 also writes summary.json."""
         self.edges.flush_all()
-        if self.status != "failed" and not self.abort and self.ended and self.end_step is not None:
+        if self.status != "failed" and not self.stop.now and self.ended and self.end_step is not None:
             self._checkpoint(self.end_step)  # the consistent final cut: every block ended at end_step
         path = f"of step {self.end_step}" if self.saver.saved[-1:] == [self.end_step] else "not written"
         stats = self.stats().to_dict()
@@ -396,5 +389,5 @@ class Worker:
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         """Signal handler: only counts (the loop acts on it, outside any socket call)."""
-        self.stops += 1
-        log.info("%s got %s (stop %d)", self.prefix, signal.Signals(signum).name, self.stops)
+        self.stop.request()
+        log.info("%s got %s (stop request %d)", self.prefix, signal.Signals(signum).name, self.stop.requests)

@@ -20,7 +20,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dni_dist import checkpoint
+from dni_dist import checkpoint, manifest
 from dni_dist.messages import Kind, Marker, MarkerKind, Message, decode, encode
 from dni_dist.rendezvous import Rendezvous
 
@@ -134,14 +134,13 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_every_block_with_a_checkpoint_and_resume_continues(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
+def test_ctrl_c_stops_every_block_at_one_step_and_resume_continues_after_it(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
     port = free_port()
     out = tmp_path / "run"
     args = ["--blocks", "4", "--method", "sg", "--width", "32", "--batch-size", "32", "--checkpoint-every", "20"]
     proc = start_launch([*args, "--steps", "1000000", "--metrics-port", str(port)], out)
     reaper.append(proc)
-    ckpts = [checkpoint.block_path(out, k) for k in range(4)]
-    _wait_for(lambda: all(p.is_file() for p in ckpts), 90, "a first checkpoint from every block")
+    _wait_for(lambda: manifest.latest(out) is not None, 90, "a first complete checkpoint")
     kids = children_of(proc.pid)
     assert len(kids) == 4
     assert all(port_open(port + k) for k in range(4))
@@ -152,10 +151,12 @@ def test_ctrl_c_stops_every_block_with_a_checkpoint_and_resume_continues(tmp_pat
     assert not [k for k in range(4) if port_open(port + k)], "a metrics port is still open"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "stopped"
-    stopped_at = [checkpoint.load(p)["stages"][0]["last_step"] for p in ckpts]
-    assert all(s >= 19 for s in stopped_at)
-    # resume: continues after the furthest step any block reached, to the new total
-    total = max(stopped_at) + 1 + 15
+    man = manifest.latest(out)  # the stop is a consistent cut: every block saved the same step
+    assert man is not None and man.step >= 19 and summary["final"]["checkpoint_step"] == man.step
+    assert [checkpoint.load_block(man.path_of(k)).step for k in range(4)] == [man.step] * 4
+    assert all(b["last_step"] <= man.step for b in summary["blocks"])
+    # resume: continues after that step, to the new total
+    total = man.step + 1 + 15
     resumed = run_launch([*args, "--steps", str(total), "--resume"], out)
     assert resumed["status"] == "finished"
     assert [b["restarts"] for b in resumed["blocks"]] == [1, 1, 1, 1]
@@ -163,8 +164,10 @@ def test_ctrl_c_stops_every_block_with_a_checkpoint_and_resume_continues(tmp_pat
     assert resumed["blocks"][0]["steps"] == summary["blocks"][0]["steps"] + 15
 
 
-def test_a_dead_worker_stops_the_run_and_names_the_block(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
-    proc = start_launch(["--blocks", "3", "--method", "sg", "--width", "32", "--steps", "1000000"], tmp_path)
+def test_a_dead_worker_without_restarts_stops_the_run_and_names_the_block(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
+    proc = start_launch(
+        ["--blocks", "3", "--method", "sg", "--width", "32", "--steps", "1000000", "--max-restarts", "0"], tmp_path
+    )
     reaper.append(proc)
     logs = [tmp_path / "logs" / f"block{k}.log" for k in range(3)]
     _wait_for(lambda: all(p.is_file() and " up" in p.read_text() for p in logs), 90, "all blocks up")
