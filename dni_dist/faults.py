@@ -27,6 +27,8 @@ import os
 import signal
 from dataclasses import dataclass
 
+from dni_dist.proxy import FaultProxy
+
 log = logging.getLogger(__name__)
 
 PROCESS_KINDS = ("kill", "exit", "hang")
@@ -107,9 +109,18 @@ def due(faults: tuple[Fault, ...], *, block: int, step: int, attempt: int) -> li
     return [f for f in faults if f.block == block and f.step == step and attempt == 0]
 
 
-def fire_process_fault(fault: Fault, prefix: str = "") -> None:
-    """Kill, stop or end this process as `fault` says (never returns for kill and exit)."""
+def fire(fault: Fault, prefix: str = "", proxy: FaultProxy | None = None) -> None:
+    """Kill, stop or end this process as `fault` says (never returns for kill and exit), or
+    impair the link through `proxy` (the one in front of the block's inbound activations)."""
     log.warning("%s injected fault: %s", prefix, fault.describe())
+    if fault.is_link:
+        if proxy is None:
+            log.error("%s no fault proxy on this block's inbound activation edge; fault not injected", prefix)
+        elif fault.kind == "partition":
+            proxy.partition(fault.seconds)
+        else:
+            proxy.delay(fault.ms / 1000, seconds=fault.seconds)
+        return
     for handler in logging.getLogger().handlers:  # the log line must reach the file before we go
         handler.flush()
     if fault.kind == "kill":

@@ -3,6 +3,7 @@
     keys = PeerKeys(rdv, block=2, blocks=4)   # registers: attempt 0 on the first start, 1 after a restart...
     rdv.publish(keys.own("act"), endpoint)    # block2/<attempt>/act
     keys.endpoint(3, "act")                   # block 3's *current* endpoint (waits for it)
+    rdv.publish(keys.own("act"), keys.advertise("act", bound))  # a FaultProxy in front if "act" in keys.relayed
     PeerKeys.mark_dead(rdv, 3)                # the launcher: block 3's newest incarnation is gone
 
 Every start of block k adds one to the counter `block<k>/attempts` in the TCPStore; the value
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+from dni_dist.proxy import FaultProxy
 from dni_dist.rendezvous import Rendezvous, RendezvousError
 
 
@@ -23,6 +25,8 @@ class PeerKeys:
         self.rdv, self.k, self.blocks, self.timeout_s = rdv, block, blocks, timeout_s
         self.attempt = rdv.add(f"block{block}/attempts", 1) - 1
         self.dialled: dict[tuple[int, str], tuple[int, str]] = {}  # (block, name) -> (attempt, endpoint)
+        self.relayed: set[str] = set()  # own endpoints to advertise through a fault proxy
+        self.proxies: dict[str, FaultProxy] = {}
 
     @staticmethod
     def key(block: int, attempt: int, name: str) -> str:
@@ -30,6 +34,15 @@ class PeerKeys:
 
     def own(self, name: str) -> str:
         return self.key(self.k, self.attempt, name)
+
+    def advertise(self, name: str, endpoint: str) -> str:
+        """The endpoint to publish for this block's bound socket `name`: itself, or (fault
+        injection, see `relayed`) a FaultProxy in front of it."""
+        if name not in self.relayed:
+            return endpoint
+        host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+        self.proxies[name] = FaultProxy((host, int(port)), (host, 0)).start()
+        return self.proxies[name].endpoint
 
     def current(self, block: int) -> int | None:
         """The newest attempt of `block` that is not marked dead (None: not started, or down)."""

@@ -63,7 +63,7 @@ class Edges:
         w, k, tcfg = self.wcfg, self.k, self.wcfg.transport
         if not self.first:
             sock = make_socket(self.ctx, zmq.PULL, tcfg)
-            rdv.publish(keys.own("act"), self._bind(sock, 0))
+            rdv.publish(keys.own("act"), keys.advertise("act", self._bind(sock, 0)))
             self.act_in = self._receiver(sock, k - 1, {"activation", "end", "checkpoint"}, "activation")
         if not self.last:
             sock = make_socket(self.ctx, zmq.PULL, tcfg)

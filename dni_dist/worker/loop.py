@@ -98,6 +98,7 @@ class Worker:
         self.faults = faults.parse(cfg.runtime.inject_fault)
         self.attempt = 0
         self.neighbours: Neighbours | None = None
+        self.keys: PeerKeys | None = None
         self.rdv: Rendezvous | None = None
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -176,8 +177,7 @@ class Worker:
         if self.is_last:
             self.admission.finished_below(step)
         for fault in faults.due(self.faults, block=self.k, step=step, attempt=self.attempt):
-            if not fault.is_link:
-                faults.fire_process_fault(fault, self.prefix)
+            faults.fire(fault, self.prefix, self.keys.proxies.get("act") if self.keys else None)
 
     def _propagate_done(self) -> None:
         step = self.admission.done_to_send(self.block)
@@ -331,8 +331,10 @@ class Worker:
         self.telemetry.metrics = make_metrics(block=self.k, port=self.wcfg.metrics_port, addr=self.wcfg.metrics_addr)
         if self.telemetry.metrics.url:
             log.info("%s metrics at %s", self.prefix, self.telemetry.metrics.url)
-        keys = PeerKeys(rdv, block=self.k, blocks=self.wcfg.blocks)
+        self.keys = keys = PeerKeys(rdv, block=self.k, blocks=self.wcfg.blocks)
         self.attempt = keys.attempt
+        if self.attempt == 0 and any(f.is_link and f.block == self.k for f in self.faults):
+            keys.relayed.add("act")  # --inject-fault partition/delay: a FaultProxy on the inbound activations
         self.admission.restarted = self.attempt > 0
         if self.attempt:
             log.warning("%s restarted (attempt %d): rejoining the running blocks", self.prefix, self.attempt)
