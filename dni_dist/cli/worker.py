@@ -59,7 +59,7 @@ def worker_cmd(
             cfg = fit_blocks(config.build(), n)
         wcfg = WorkerConfig(
             block=k, blocks=n, run_id=run_id or default_run_id(), out=str(out),
-            resume=resume or torchrun_restarts() > 0, restart_cause=restart_cause,
+            resume=resume or torchrun_restarts() > 0, restart_cause=restart_cause, generation=torchrun_restarts(),
             metrics_port=int(os.environ.get("DNI_METRICS_PORT") or (metrics_port + k if metrics_port else 0)),
             metrics_addr=metrics_addr, host=host or os.environ.get("DNI_HOST", "127.0.0.1"), control=control,
             bind=bind or os.environ.get("DNI_BIND", ""),

@@ -176,7 +176,7 @@ class Worker:
         self.telemetry.metrics.step(samples=samples, seconds=seconds)
         if self.is_last:
             self.admission.finished_below(step)
-        for fault in faults.due(self.faults, block=self.k, step=step, attempt=self.attempt):
+        for fault in faults.due(self.faults, block=self.k, step=step, attempt=self.attempt + self.wcfg.generation):
             faults.fire(fault, self.prefix, self.keys.proxies.get("act") if self.keys else None)
 
     def _propagate_done(self) -> None:

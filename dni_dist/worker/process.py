@@ -34,15 +34,9 @@ def run_worker(cfg: TrainConfig, wcfg: WorkerConfig, rdv: Rendezvous | None = No
     worker = Worker(cfg, wcfg)
     signal.signal(signal.SIGINT, worker.request_stop)
     signal.signal(signal.SIGTERM, worker.request_stop)
-    restarts = torchrun_restarts()  # a gang restart: keys of earlier generations must not be seen
-    rdv = rdv or Rendezvous.from_env(run=wcfg.run_id if not restarts else f"{wcfg.run_id}/restart{restarts}")
+    gen = wcfg.generation  # after a gang restart, keys of earlier generations must not be seen
+    rdv = rdv or Rendezvous.from_env(run=wcfg.run_id if not gen else f"{wcfg.run_id}/restart{gen}")
     return worker.run(rdv)
-
-
-def torchrun_restarts() -> int:
-    """How often torchrun (--max-restarts) has restarted this worker group: 0 otherwise."""
-    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return int(value) if value.isdigit() else 0
 
 
 def default_run_id() -> str:
