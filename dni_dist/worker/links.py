@@ -37,6 +37,7 @@ class Links:
         self.monitors: list[tuple[str, zmq.Socket[Any], zmq.Socket[Any]]] = []
         self.events: Counter[str] = Counter()
         self.peers: Counter[str] = Counter()  # edge -> live connections
+        self.lost: Counter[str] = Counter()  # edge -> connections lost
 
     def watch(self, name: str, sock: zmq.Socket[Any]) -> None:
         mask = zmq.EVENT_CONNECTED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
@@ -60,6 +61,7 @@ class Links:
                 self.events[event] += 1
                 self.peers[name] += 1 if event == "connected" else -1
                 if event == "disconnected":
+                    self.lost[name] += 1
                     log.warning("%s %s: the peer's connection is gone (ZeroMQ will re-dial)", self.prefix, name)
                 seen.append((name, event))
         return seen
@@ -67,7 +69,7 @@ class Links:
     @property
     def down(self) -> list[str]:
         """Edges that lost their peer and have not regained one."""
-        return sorted(name for name, _, _ in self.monitors if self.peers[name] <= 0 and self.events["disconnected"])
+        return sorted(name for name, _, _ in self.monitors if self.peers[name] <= 0 and self.lost[name])
 
     def close(self) -> None:
         for _, sock, mon in self.monitors:

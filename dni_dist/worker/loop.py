@@ -72,13 +72,9 @@ class Worker:
         remote = {
             b for b, (lo, hi) in enumerate(self.ranges) if b != self.k and any(lo <= i <= hi for i in subscribers)
         }
-        self.edges = Edges(
-            wcfg,
-            first=self.is_first,
-            last=self.is_last,
-            subscribes=not self.is_last and any(self.first <= i <= self.last for i in subscribers),
-            remote_subscribers=len(remote),
-        )
+        subscribes = not self.is_last and any(self.first <= i <= self.last for i in subscribers)
+        self.edges = Edges(wcfg, first=self.is_first, last=self.is_last, subscribes=subscribes,
+                           remote_subscribers=len(remote))  # fmt: skip
         self.admission = Admission(cfg.runtime, blocks=wcfg.blocks, prefix=self.prefix)
         self.telemetry = Telemetry(NullMetrics(), self.block.stages, is_last=self.is_last)
         self.waits: dict[str, float] = {}  # idle seconds by reason
@@ -224,6 +220,9 @@ class Worker:
         if self.neighbours is not None:
             self.neighbours.heartbeat(self.block, self.admission, last_forward=self.last_forward,
                                       end_step=self.end_step if self.ended else None)  # fmt: skip
+            idle_in = self.edges.act_in is not None and not self.edges.act_in.sock.poll(0)
+            if self.attempt and not self.ended and idle_in and (end := self.neighbours.upstream_end()) is not None:
+                self._handle(Marker(MarkerKind.END, end, self.k - 1))  # restarted after `end` went by
         self.admission.expire(self.block)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -346,7 +345,8 @@ class Worker:
         self.neighbours = Neighbours(keys, self.edges)
         resume_at = self.edges.announce(rdv, keys=keys, last_forward=self.last_forward)
         if resume_at is not None:
-            resume_at = self.neighbours.block0_resume(rdv, resume_at, max_inflight=self.cfg.runtime.max_inflight)
+            rt, steps = self.cfg.runtime, self.cfg.run.steps
+            resume_at = self.neighbours.block0_resume(rdv, resume_at, max_inflight=rt.max_inflight, steps=steps)
             self.next_step, self.end_step = resume_at, self.cfg.run.steps - 1
             if self.next_step > self.end_step:
                 log.info("%s nothing left to train (resumed at step %d of %d)", self.prefix, self.next_step,
@@ -384,6 +384,8 @@ class Worker:
                                    started=self.started, run_id=self.wcfg.run_id)  # fmt: skip
             except Exception as e:  # the checkpoints and stats are written; only the summary is missing
                 log.error("%s could not write summary.json: %s", self.prefix, e)
+        if self.ended and self.end_step is not None:  # a neighbour restarted late learns the end here
+            rdv.publish(f"block{self.k}/end_step", str(self.end_step))
         rdv.publish(f"block{self.k}/exit", self.status)
         self.telemetry.metrics.close()
         self.links.close()

@@ -16,6 +16,7 @@ beyond anything block 1 may still receive from the old incarnation.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ import zmq
 
 from dni_dist.block import Block
 from dni_dist.messages import Marker, MarkerKind
-from dni_dist.rendezvous import Rendezvous
+from dni_dist.rendezvous import Rendezvous, RendezvousError
 from dni_dist.worker.admission import Admission
 from dni_dist.worker.attempts import PeerKeys
 from dni_dist.worker.edges import Edges
@@ -87,13 +88,27 @@ class Neighbours:
                 self.edges.send_downstream(Marker(MarkerKind.END, end_step, self.keys.k))
         self.tell_block0(last_forward)
 
-    def block0_resume(self, rdv: Rendezvous, resume_at: int, *, max_inflight: int) -> int:
+    def block0_resume(self, rdv: Rendezvous, resume_at: int, *, max_inflight: int, steps: int) -> int:
         """A restarted block 0: the step to feed next, past anything block 1 has seen or may still
-        receive from the old incarnation (at most `max_inflight` steps beyond what it had seen)."""
+        receive from the old incarnation (at most `max_inflight` steps beyond what it had seen);
+        past the end if block 1 has already finished; never beyond `steps` (the run's length)."""
         if self.keys.attempt == 0 or self.keys.blocks == 1:
             return resume_at
+        deadline = time.monotonic() + self.keys.timeout_s
+        while not rdv.has(self.keys.own("downstream_step")):
+            if rdv.has("block1/end_step"):
+                return int(rdv.lookup("block1/end_step")) + 1
+            if time.monotonic() > deadline:
+                raise RendezvousError(f"block 1 did not say how far it got within {self.keys.timeout_s:.0f}s")
+            time.sleep(0.1)
         seen = int(rdv.lookup(self.keys.own("downstream_step")))
-        return max(resume_at, seen + max_inflight + 1)
+        return min(max(resume_at, seen + max_inflight + 1), steps)
+
+    def upstream_end(self) -> int | None:
+        """The end step of the upstream neighbour if it has finished (published at its exit). A
+        restarted block with no activation queued takes it for the `end` its old incarnation got."""
+        key = f"block{self.keys.k - 1}/end_step"
+        return int(self.keys.rdv.lookup(key)) if self.keys.k > 0 and self.keys.rdv.has(key) else None
 
     def lost_steps(self, block: Block) -> set[int]:
         """Pending steps of the last local stage whose activation was handed to ZeroMQ (not

@@ -88,7 +88,11 @@ class Saver:
             self.complete(rdv, step)
 
     def save(self, step: int, stages: list[dict[str, Any]], *, steps: int, samples: int, restarts: int) -> Path | None:
-        """Write this block's state after `step`; None (and an error in the log) when refused."""
+        """Write this block's state after `step`; None (and an error in the log) when refused,
+        or when that step's checkpoint is complete already (a block restarted at the end)."""
+        if (checkpoint.generation_dir(self.wcfg.out, step) / manifest.MANIFEST).is_file():
+            log.info("%s the checkpoint of step %d is complete already; not rewriting it", self.prefix, step)
+            return None
         state = checkpoint.BlockState(
             block=self.k, first=self.first, last=self.last, step=step, stages=stages, steps=steps, samples=samples,
             restarts=restarts, config=json.dumps(self.cfg.to_dict()),
