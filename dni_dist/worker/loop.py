@@ -87,7 +87,6 @@ class Worker:
         self.end_step: int | None = None  # last step of the run, once known
         self.ended = False  # `end` fed (block 0) or received and passed on (the others)
         self.last_forward = -1
-        self.first_forward: int | None = None  # first step this incarnation forwarded
         self.started = time.monotonic()
         self.saver = Saver(cfg, wcfg, first=self.first, last=self.last)
         self.links = Links(self.prefix)
@@ -166,8 +165,8 @@ class Worker:
         self.steps += 1
         self.samples += samples
         self.last_forward = step
-        if self.first_forward is None:  # a restarted block: targets for earlier steps are stale
-            self.first_forward = self.admission.first_step = step
+        if self.admission.first_step is None:  # a restarted block: targets for earlier steps are stale
+            self.admission.first_step = step
         self.compute_seconds += seconds
         self.telemetry.metrics.step(samples=samples, seconds=seconds)
         if self.is_last:
