@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from dni_dist import checkpoint, manifest
 from dni_dist.messages import Kind, Marker, MarkerKind, Message, decode, encode
 from dni_dist.rendezvous import Rendezvous
+from dni_dist.worker.attempts import PeerKeys
 
 from .helpers import alive, children_of, free_port, port_open, run_launch, start_launch
 
@@ -75,7 +76,8 @@ def test_live_worker_rejects_and_counts_malformed_frames_and_keeps_training(tmp_
     rdv = Rendezvous.host("127.0.0.1", run=RUN)
     ctx: zmq.Context[Any] = zmq.Context()
     grads = ctx.socket(zmq.PULL)
-    rdv.publish("block0/grad", f"tcp://127.0.0.1:{grads.bind_to_random_port('tcp://127.0.0.1')}")
+    rdv.add("block0/attempts", 1)  # this test plays block 0's first incarnation
+    rdv.publish(PeerKeys.key(0, 0, "grad"), f"tcp://127.0.0.1:{grads.bind_to_random_port('tcp://127.0.0.1')}")
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(rdv.port)}
     worker = subprocess.Popen(
         [sys.executable, "-m", "dni_dist.worker", "--block", "1", "--blocks", "2", "--config-json",
@@ -86,7 +88,7 @@ def test_live_worker_rejects_and_counts_malformed_frames_and_keeps_training(tmp_
     push.setsockopt(zmq.LINGER, 0)
     state = {"step": 0, "bad": 0}
     try:
-        push.connect(rdv.lookup("block1/act", timeout_s=60))
+        push.connect(rdv.lookup(PeerKeys.key(1, 0, "act"), timeout_s=60))
 
         def attack(kinds: list[str]) -> None:
             for kind in kinds:
