@@ -1,6 +1,6 @@
 """What every experiment takes and returns.
 
-result = table2.run(ExperimentOptions(out=Path("runs/repro"), quick=True))
+    result = table2.run(ExperimentOptions(out=Path("runs/repro"), quick=True))
 """
 
 from __future__ import annotations
