@@ -240,7 +240,7 @@ class RuntimeConfig:
     keep_checkpoints: int = 3  # complete checkpoint generations kept; older ones are deleted
     peer_timeout_s: float = 15.0  # liveness: a block silent this long is hung; a worker alone gives up
     max_restarts: int = 3  # dni-launch: restarts of one block (dead or hung) before the run fails
-    inject_fault: str = ""  # tests: block=I,step=S,kind=kill|exit|hang|partition|delay (dni_dist.faults)
+    inject_fault: str = ""  # tests: block=I,step=S,kind=kill|exit|hang|partition|delay|drop (dni_dist.faults)
     drain_timeout_s: float = 60.0  # after the last step: how long to wait for outstanding targets
     progress_every_s: float = 0.5  # progress reports (the launcher's heartbeat) and metrics refresh
 

@@ -14,8 +14,9 @@ block has forwarded this step), `kind`, and for link faults `seconds` (how long)
   cleanup; `hang`: SIGSTOP to itself (the process stops, its heartbeat with it; the launcher's
   SIGKILL still works).
 - `partition`: the block's inbound activation edge (from block `block - 1`) carries nothing
-  for `seconds`; `delay`: every chunk on that edge is held `ms` milliseconds for `seconds`.
-  Both go through a `dni_dist.proxy.FaultProxy` the block puts in front of that socket.
+  for `seconds`; `delay`: every chunk on that edge is held `ms` milliseconds for `seconds`;
+  `drop`: every connection on that edge is closed at once (what was in flight is lost; the
+  sender re-dials). They go through a `dni_dist.proxy.FaultProxy` the block puts in front of that socket.
 
 A fault fires only in the block's first attempt, so a restarted block does not kill itself again.
 """
@@ -32,7 +33,7 @@ from dni_dist.proxy import FaultProxy
 log = logging.getLogger(__name__)
 
 PROCESS_KINDS = ("kill", "exit", "hang")
-LINK_KINDS = ("partition", "delay")
+LINK_KINDS = ("partition", "delay", "drop")
 KINDS = PROCESS_KINDS + LINK_KINDS
 EXIT_CODE = 3  # what kind=exit leaves with
 
@@ -54,7 +55,7 @@ class Fault:
         return self.kind in LINK_KINDS
 
     def describe(self) -> str:
-        extra = f" for {self.seconds:g}s" if self.is_link else ""
+        extra = f" for {self.seconds:g}s" if self.kind in ("partition", "delay") else ""
         extra += f" of {self.ms:g}ms" if self.kind == "delay" else ""
         return f"{self.kind}{extra} at step {self.step} of block {self.block}"
 
@@ -88,13 +89,13 @@ def parse_one(item: str) -> Fault:
     if block != int(block) or block < 0 or step != int(step) or step < 0:
         raise FaultError(f"{item!r}: block and step must be integers >= 0")
     seconds, ms = _number("seconds", fields.get("seconds", "0"), item), _number("ms", fields.get("ms", "0"), item)
-    if kind in LINK_KINDS and seconds <= 0:
+    if kind in ("partition", "delay") and seconds <= 0:
         raise FaultError(f"{item!r}: kind={kind} needs seconds=T > 0 (how long the link is impaired)")
-    if kind == "partition" and block == 0:
-        raise FaultError(f"{item!r}: block 0 has no inbound activation edge; partition block >= 1")
+    if kind in LINK_KINDS and block == 0:
+        raise FaultError(f"{item!r}: block 0 has no inbound activation edge; {kind} block >= 1")
     if kind == "delay" and (ms <= 0 or block == 0):
         raise FaultError(f"{item!r}: kind=delay needs ms=M > 0 and block >= 1 (its inbound activation edge)")
-    if kind in PROCESS_KINDS and (seconds or ms):
+    if kind in (*PROCESS_KINDS, "drop") and (seconds or ms):
         raise FaultError(f"{item!r}: seconds/ms apply to partition and delay only")
     return Fault(int(block), int(step), kind, seconds, ms)
 
@@ -118,6 +119,8 @@ def fire(fault: Fault, prefix: str = "", proxy: FaultProxy | None = None) -> Non
             log.error("%s no fault proxy on this block's inbound activation edge; fault not injected", prefix)
         elif fault.kind == "partition":
             proxy.partition(fault.seconds)
+        elif fault.kind == "drop":
+            proxy.cut()
         else:
             proxy.delay(fault.ms / 1000, seconds=fault.seconds)
         return

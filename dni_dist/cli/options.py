@@ -66,7 +66,7 @@ RUNTIME = (
          "restart a dead or hung block alone from its latest checkpoint, up to N times per block (0 = fail)"),
     Flag("keep_checkpoints", int | None, "runtime.keep_checkpoints", "complete checkpoint generations to keep"),
     Flag("inject_fault", str | None, "runtime.inject_fault",
-         "tests: block=I,step=S,kind=kill|exit|hang, or kind=partition|delay with seconds=T[,ms=M]; ';' separates"),
+         "tests: block=I,step=S,kind=kill|exit|hang|drop, or partition|delay with seconds=T[,ms=M]; ';' separates"),
 )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ def test_a_spec_lists_faults_of_every_kind() -> None:
     assert got == (Fault(2, 300, "kill"), Fault(1, 10, "delay", 5.0, 200.0), Fault(3, 0, "hang"))
     assert parse("") == () and parse(" ; ") == ()
     assert got[1].is_link and not got[0].is_link
+    assert parse("block=1,step=5,kind=drop") == (Fault(1, 5, "drop"),) and Fault(1, 5, "drop").is_link
     assert got[1].describe() == "delay for 5s of 200ms at step 10 of block 1"
 
 
@@ -26,6 +27,8 @@ def test_a_spec_lists_faults_of_every_kind() -> None:
         ("block=1,step=3,kind=kill,colour=red", "unknown key(s) colour"),
         ("block=1,step=3,kind=partition", "needs seconds=T"),
         ("block=0,step=3,kind=partition,seconds=2", "block 0 has no inbound"),
+        ("block=0,step=3,kind=drop", "block 0 has no inbound"),
+        ("block=1,step=3,kind=drop,seconds=2", "apply to partition and delay only"),
         ("block=1,step=3,kind=delay,seconds=2", "needs ms=M"),
         ("block=1,step=3,kind=kill,seconds=2", "apply to partition and delay only"),
         ("block=1,step,kind=kill", "expected key=value"),
