@@ -377,14 +377,14 @@ class Worker:
         self._report("done", status=self.status)
         log.info("%s %s after %d steps (%.1f samples/s); checkpoint %s", self.prefix, self.status, self.steps,
                  stats["samples_per_second"], path)  # fmt: skip
+        if self.ended and self.end_step is not None:  # a neighbour restarted late learns the end here
+            rdv.publish(f"block{self.k}/end_step", str(self.end_step))
         if self.wcfg.control is None and self.is_first:
             try:  # before announcing our own exit: a rendezvous server leaves once all blocks have
                 summary_after_exit(self.cfg, rdv, out=Path(self.wcfg.out), blocks=self.wcfg.blocks, status=self.status,
                                    started=self.started, run_id=self.wcfg.run_id)  # fmt: skip
             except Exception as e:  # the checkpoints and stats are written; only the summary is missing
                 log.error("%s could not write summary.json: %s", self.prefix, e)
-        if self.ended and self.end_step is not None:  # a neighbour restarted late learns the end here
-            rdv.publish(f"block{self.k}/end_step", str(self.end_step))
         rdv.publish(f"block{self.k}/exit", self.status)
         self.telemetry.metrics.close()
         self.links.close()
