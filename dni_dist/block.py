@@ -115,6 +115,22 @@ class Block:
         sent = [next(iter(s.pending.values())).sent_at for s in self.stages if s.spec.out_method == "sg" and s.pending]
         return time.monotonic() - min(sent) if sent else 0.0
 
+    def expire(self, older_than_s: float) -> list[int]:
+        """Forget every pending step (any method) forwarded more than `older_than_s` ago: its
+        gradient, target or output error is not coming (lost with a restarted or cut-off peer)."""
+        cutoff = time.monotonic() - older_than_s
+        old = {k for s in self.stages for k, p in s.pending.items() if p.sent_at < cutoff}
+        return self.forget(old)
+
+    def forget(self, steps: set[int]) -> list[int]:
+        """Drop `steps` from every local stage's pending entries; the steps that were pending."""
+        gone = set()
+        for s in self.stages:
+            for step in [k for k in s.pending if k in steps]:
+                del s.pending[step]
+                gone.add(step)
+        return sorted(gone)
+
     def pending_through(self, step: int) -> bool:
         """Whether any local stage still waits on something for a step <= `step`."""
         return any(k <= step for s in self.stages for k in s.pending)

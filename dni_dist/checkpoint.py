@@ -1,11 +1,15 @@
-"""Per-block checkpoints: one schema (BlockState), written atomically (temp file + fsync + rename).
+"""Per-block checkpoints: one schema (BlockState), written atomically (temp file + fsync + rename,
+then the directory fsynced), refused when any tensor is not finite.
 
-    save_block(out, BlockState(block=1, first=2, last=3, stages=[s.state_dict() for s in stages], ...))
-    state = load_block(out, 1)     # BlockState; CheckpointError names the file when it is unusable
-    raw = load(block_path(out, 1)) # the plain dict (torch.load(weights_only=True): no pickle)
+    path = save_block(out, BlockState(block=1, first=2, last=3, step=199, stages=[...], ...))
+    # -> <out>/checkpoints/step-000000199/block1.pt (one directory per consistent cut, see manifest.py)
+    state = load_block(path)       # BlockState; CheckpointError names the file when it is unusable
+    raw = load(path)               # the plain dict (torch.load(weights_only=True): no pickle)
 
-The ZeroMQ worker and the in-process backend write the same BlockState, so summaries, resumes and
-the analyses read either alike.
+Every block saves the same `step` (a checkpoint marker flows down the pipeline), and the block that
+saves last writes `manifest.json` into that directory (dni_dist/manifest.py): only a directory
+with a manifest is a complete checkpoint. The ZeroMQ worker and the in-process backend write the
+same BlockState, so summaries, resumes and the analyses read either alike.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 2  # 2: a stage's weights are stored under 'module' (was 'block')
+FORMAT_VERSION = 3  # 3: one directory per step (`step` added); 2: a stage's weights under 'module'
+GENERATION_PREFIX = "step-"
 
 
 class CheckpointError(RuntimeError):
@@ -31,6 +36,7 @@ class BlockState:
     block: int
     first: int  # first and last stage index the block hosts
     last: int
+    step: int  # the consistent cut: the state after the pipeline's step `step` (-1: before any)
     stages: list[dict[str, Any]]  # Stage.state_dict() of each, in order
     steps: int  # activations (block 0: batches) the block had forwarded
     samples: int
@@ -46,11 +52,74 @@ class BlockState:
         return cls(**{n: state[n] for n in names})
 
 
-def block_path(out_dir: str | Path, block: int) -> Path:
-    return Path(out_dir) / "checkpoints" / f"block{block}.pt"
+def checkpoints_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "checkpoints"
+
+
+def generation_dir(out_dir: str | Path, step: int) -> Path:
+    """The directory of the consistent checkpoint taken after `step`."""
+    return checkpoints_dir(out_dir) / f"{GENERATION_PREFIX}{step:09d}"
+
+
+def block_path(out_dir: str | Path, block: int, step: int) -> Path:
+    return generation_dir(out_dir, step) / f"block{block}.pt"
+
+
+def generation_step(path: Path) -> int | None:
+    """The step of a generation directory's name, or None if it is not one."""
+    name = path.name
+    if not name.startswith(GENERATION_PREFIX) or not name[len(GENERATION_PREFIX) :].isdigit():
+        return None
+    return int(name[len(GENERATION_PREFIX) :])
+
+
+def generations(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every generation directory, oldest first."""
+    root = checkpoints_dir(out_dir)
+    if not root.is_dir():
+        return []
+    found = [(step, p) for p in root.iterdir() if p.is_dir() and (step := generation_step(p)) is not None]
+    return sorted(found)
+
+
+def latest_block_file(out_dir: str | Path, block: int) -> Path | None:
+    """The newest checkpoint file this block wrote, complete generation or not (a lone restart)."""
+    for _, d in reversed(generations(out_dir)):
+        if (d / f"block{block}.pt").is_file():
+            return d / f"block{block}.pt"
+    return None
+
+
+def non_finite(state: Any, where: str = "") -> str | None:
+    """The key path of the first tensor in `state` holding NaN or infinity, if any."""
+    if isinstance(state, torch.Tensor):
+        return where or "<tensor>" if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
+    if isinstance(state, dict):
+        items: Any = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return None
+    for key, value in items:
+        if (found := non_finite(value, f"{where}.{key}" if where else str(key))) is not None:
+            return found
+    return None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable (POSIX: fsync the directory itself)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` atomically and durably; refuse (CheckpointError) a non-finite tensor."""
+    bad = non_finite(state)
+    if bad is not None:
+        raise CheckpointError(f"refusing to write {path}: {bad} holds NaN or infinity (the previous checkpoint stays)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -59,6 +128,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -78,11 +148,10 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def save_block(out_dir: str | Path, state: BlockState) -> Path:
-    path = block_path(out_dir, state.block)
+    path = block_path(out_dir, state.block, state.step)
     save(path, dataclasses.asdict(state))
     return path
 
 
-def load_block(out_dir: str | Path, block: int) -> BlockState:
-    path = block_path(out_dir, block)
+def load_block(path: Path) -> BlockState:
     return BlockState.from_dict(load(path), path)

@@ -235,20 +235,39 @@ class RuntimeConfig:
     max_inflight: int = 8  # steps an sg interface may run ahead of the targets it has received
     overflow: str = "block"  # window full: block (wait) | drop-oldest (forget the oldest step, never wait)
     queue_limit: int = 16  # drop-oldest: gradients waiting to be sent beyond this are discarded
-    target_timeout_s: float = 0.0  # block: forget a step whose target is this late (0 = wait forever)
-    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end or on stop)
-    peer_timeout_s: float = 600.0  # give up when nothing arrives for this long while waiting
+    target_timeout_s: float = 30.0  # forget a step whose gradient/target/output error is this late (0 = never)
+    checkpoint_every: int = 0  # steps between consistent checkpoints (0: only at the end or on stop)
+    keep_checkpoints: int = 3  # complete checkpoint generations kept; older ones are deleted
+    peer_timeout_s: float = 15.0  # liveness: a block silent this long is hung; a worker alone gives up
+    max_restarts: int = 3  # dni-launch: restarts of one block (dead or hung) before the run fails
+    inject_fault: str = ""  # tests: block=I,step=S,kind=kill|exit|hang|partition|delay|drop (dni_dist.faults)
     drain_timeout_s: float = 60.0  # after the last step: how long to wait for outstanding targets
-    progress_every_s: float = 0.5  # progress reports to the launcher and metrics refresh
+    progress_every_s: float = 0.5  # progress reports (the launcher's heartbeat) and metrics refresh
 
     def __post_init__(self) -> None:
+        from dni_dist.faults import FaultError, parse
+
         _check(self.max_inflight >= 1, "runtime.max_inflight", f"must be >= 1, got {self.max_inflight}")
         _one_of(self.overflow, OVERFLOW_POLICIES, "runtime.overflow")
         _check(self.queue_limit >= 1, "runtime.queue_limit", f"must be >= 1, got {self.queue_limit}")
         _check(self.target_timeout_s >= 0, "runtime.target_timeout_s", "must be >= 0 (0 = wait forever)")
         _check(self.checkpoint_every >= 0, "runtime.checkpoint_every", "must be >= 0 (0 = at the end only)")
+        _check(self.keep_checkpoints >= 1, "runtime.keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
+        _check(
+            self.max_restarts >= 0, "runtime.max_restarts", f"must be >= 0 (0 = no restart), got {self.max_restarts}"
+        )
         for name in ("peer_timeout_s", "drain_timeout_s", "progress_every_s"):
             _check(getattr(self, name) > 0, f"runtime.{name}", f"must be > 0, got {getattr(self, name)}")
+        _check(
+            self.progress_every_s < self.peer_timeout_s,
+            "runtime.progress_every_s",
+            f"the heartbeat ({self.progress_every_s}s) must come more often than runtime.peer_timeout_s "
+            f"({self.peer_timeout_s}s)",
+        )
+        try:
+            parse(self.inject_fault)
+        except FaultError as e:
+            raise ConfigError(f"runtime.inject_fault: {e}") from None
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -1,5 +1,6 @@
 """`dni-launch --backend inproc`: the same config trained in this process (the reference
-schedule), written out like a ZeroMQ run: per-block checkpoints and stats, then summary.json.
+schedule), written out like a ZeroMQ run: per-block checkpoints (one complete, manifested checkpoint of
+the last step) and stats, then summary.json.
 
     summary = launch_inproc(cfg, out=Path("runs/ref"), blocks=4, threads=1)
 """
@@ -15,6 +16,7 @@ import torch
 
 from dni_dist import checkpoint
 from dni_dist.config import TrainConfig
+from dni_dist.manifest import write_manifest
 from dni_dist.stats import BlockStats
 from dni_dist.summary import summarize
 from dni_dist.topology import assign_blocks
@@ -38,6 +40,7 @@ def launch_inproc(cfg: TrainConfig, *, out: Path, blocks: int, threads: int = 0)
                 block=k,
                 first=first,
                 last=last,
+                step=cfg.run.steps - 1,
                 stages=[s.state_dict() for s in stages],
                 steps=cfg.run.steps,
                 samples=result.samples,
@@ -51,5 +54,6 @@ def launch_inproc(cfg: TrainConfig, *, out: Path, blocks: int, threads: int = 0)
         ).to_dict()  # fmt: skip
         (out / "blocks" / f"block{k}.json").write_text(json.dumps(entry, indent=2))
         stats.append(entry)
+    write_manifest(out, step=cfg.run.steps - 1, blocks=blocks, config=cfg.to_dict(), keep=cfg.runtime.keep_checkpoints)
     return summarize(cfg, stats, out=out, blocks=blocks, backend="inproc", wall_seconds=wall, status="finished",
                      run_id="inproc")  # fmt: skip

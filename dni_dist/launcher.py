@@ -8,9 +8,11 @@ be inspected and tested without starting anything. `launch` checks the placement
 process starts for a placement that cannot work), hosts the TCPStore the workers meet through
 and a ROUTER socket they report progress to, spawns them (each with one CUDA_VISIBLE_DEVICES id,
 or none on CPU), shows one live row per block (or a progress line every few seconds without a
-terminal), and stops the whole run when one block fails (showing that block's log) or on
-Ctrl-C / SIGTERM (every block checkpoints first). `--backend inproc` runs the same config in
-this process instead (dni_dist/inproc.py).
+terminal), restarts a block that dies or hangs alone from its latest checkpoint (up to
+`--max-restarts` times per block; docs/reliability.md), and stops the whole run when a block
+fails beyond that (showing its log) or on Ctrl-C / SIGTERM (the blocks end at one step and
+checkpoint it). `--resume` checks the newest complete checkpoint before any process starts.
+`--backend inproc` runs the same config in this process instead (dni_dist/inproc.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import zmq
 from rich.console import Console
 from zmq.auth.thread import ThreadAuthenticator
 
-from dni_dist import keys
+from dni_dist import keys, manifest
 from dni_dist.config import ConfigError, TrainConfig
 from dni_dist.inproc import launch_inproc
 from dni_dist.keys import RunKeys, check_insecure
@@ -40,6 +42,7 @@ from dni_dist.rendezvous import Rendezvous
 from dni_dist.summary import summarize
 from dni_dist.supervisor import Supervisor, tail
 from dni_dist.transport import Curve, secure
+from dni_dist.worker.attempts import PeerKeys
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,18 @@ def plan_workers(
     return plans
 
 
+def check_resume(cfg: TrainConfig, opts: LaunchOptions) -> None:
+    """--resume: the newest complete checkpoint must fit this run (CheckpointError says why not);
+    incomplete checkpoints after it belong to the abandoned run and are deleted."""
+    man = manifest.check_resume(opts.out, cfg, blocks=opts.blocks)
+    if man is not None:
+        for d in manifest.discard_after(opts.out, man.step):
+            log.info("deleted %s: an incomplete checkpoint after the one resumed from (step %d)", d, man.step)
+
+
 def launch_zmq(cfg: TrainConfig, opts: LaunchOptions, console: Console) -> dict[str, Any]:
+    if opts.resume:
+        check_resume(cfg, opts)
     run_id = uuid.uuid4().hex[:12]
     opts.out.mkdir(parents=True, exist_ok=True)
     opts.logs.mkdir(parents=True, exist_ok=True)
@@ -152,6 +166,7 @@ def launch_zmq(cfg: TrainConfig, opts: LaunchOptions, console: Console) -> dict[
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     secure(router, None if run_keys is None else Curve(run_keys.public, run_keys.secret))
+    router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted block reuses its identity
     control = f"tcp://{opts.host}:{router.bind_to_random_port(f'tcp://{opts.host}')}"
     plans = plan_workers(opts, run_id=run_id, config_json=config_json, store_port=rdv.port, control=control)
     if opts.metrics_port:
@@ -159,13 +174,26 @@ def launch_zmq(cfg: TrainConfig, opts: LaunchOptions, console: Console) -> dict[
             console.print(f"block {p.block} metrics: http://{opts.metrics_addr}:{opts.metrics_port + p.block}/metrics")
     start = time.monotonic()
     procs = []
+
+    def respawn(block: int, cause: str) -> subprocess.Popen[bytes]:
+        """The same worker again, resuming from its own latest checkpoint and rejoining the run."""
+        PeerKeys.mark_dead(rdv, block)  # nobody may dial the dead incarnation any more
+        p = plans[block]
+        cmd = [*p.cmd, *([] if "--resume" in p.cmd else ["--resume"]), "--restart-cause", cause]
+        with open(p.log_path, "ab") as logf:
+            logf.write(f"\n=== dni-launch: block {block} {cause}; restarting it ===\n".encode())
+            logf.flush()
+            return subprocess.Popen(cmd, env=p.env, stdout=logf, stderr=subprocess.STDOUT)
+
     try:
         for p in plans:
             with open(p.log_path, "wb") as logf:
                 procs.append(subprocess.Popen(p.cmd, env=p.env, stdout=logf, stderr=subprocess.STDOUT))
+        rt = cfg.runtime
         sup = Supervisor(
             plans=[(p.block, p.log_path) for p in plans], procs=procs, router=router, steps=cfg.run.steps,
-            console=console, live=opts.live, stop_timeout_s=opts.stop_timeout_s,
+            console=console, live=opts.live, stop_timeout_s=opts.stop_timeout_s, respawn=respawn,
+            max_restarts=rt.max_restarts, peer_timeout_s=rt.peer_timeout_s,
         )  # fmt: skip
         failed = sup.run()
     finally:
@@ -193,12 +221,13 @@ def launch_zmq(cfg: TrainConfig, opts: LaunchOptions, console: Console) -> dict[
         stats.append(json.loads(path.read_text()))
     status = "stopped" if sup.stop_requested or any(s["status"] == "stopped" for s in stats) else "finished"
     return summarize(cfg, stats, out=opts.out, blocks=opts.blocks, backend="zmq", wall_seconds=wall, status=status,
-                     run_id=run_id)  # fmt: skip
+                     run_id=run_id, restarts=sup.restarts)  # fmt: skip
 
 
 def launch(cfg: TrainConfig, opts: LaunchOptions, console: Console | None = None) -> dict[str, Any]:
     """Check the placement, then train `cfg` on `opts.blocks` blocks; returns summary.json's content.
-    ConfigError before anything starts; LaunchError when a started run fails."""
+    ConfigError (CheckpointError for --resume) before anything starts; LaunchError when a started
+    run fails."""
     console = console or Console(stderr=True)
     check_placement(opts.gpus, opts.blocks)
     cfg = fit_blocks(cfg, opts.blocks)

@@ -43,6 +43,7 @@ class Kind(str, enum.Enum):
 class MarkerKind(str, enum.Enum):
     END = "end"  # forward: the sender will send no step after `step`
     DONE = "done"  # backward (lockstep): all blocks from the sender down finished `step`
+    CHECKPOINT = "checkpoint"  # forward: save the state after `step` (a consistent cut), pass it on
 
 
 @dataclass(frozen=True)

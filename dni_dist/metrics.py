@@ -33,7 +33,11 @@ REJECT_REASONS = (
     # peers ZeroMQ cut off at the handshake (worker/edges.py): no key of the run, or not CURVE at all
     "unauthenticated", "handshake",
 )  # fmt: skip
-DROP_KINDS = ("pending", "timeout", "stale_target", "gradient_queue", "nonfinite_checkpoint")
+DROP_KINDS = ("pending", "timeout", "stale_target", "gradient_queue", "lost", "nonfinite_checkpoint")
+RESTART_CAUSES = ("resume", "killed", "exited", "hung")
+"""resume: a whole run resumed (--resume); the others: this block died (signal), exited non-zero,
+or was declared hung, and was restarted alone (dni-launch --max-restarts)."""
+LINK_EVENTS = ("connected", "disconnected")
 DIRECTIONS = ("activation_in", "gradient_in", "error_in", "activation_out", "gradient_out", "error_out")
 
 
@@ -53,7 +57,8 @@ class NullMetrics:
     def dropped(self, what: str, count: int) -> None: ...
     def train(self, *, loss: float, accuracy: float) -> None: ...
     def inflight(self, steps: int) -> None: ...
-    def restart(self) -> None: ...
+    def restart(self, cause: str) -> None: ...
+    def link(self, event: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -120,7 +125,13 @@ class PrometheusMetrics(NullMetrics):
             [*lb, "what"],
             registry=r,
         )
-        self._restarts = Counter("dni_restarts", "Times this block resumed from a checkpoint", lb, registry=r)
+        self._restarts = Counter(
+            "dni_restarts", "Times this block started from a checkpoint, by cause", [*lb, "cause"], registry=r
+        )
+        self._links = Counter(
+            "dni_link_events", "Edge connections made and lost (ZeroMQ socket monitor), by event", [*lb, "event"],
+            registry=r,
+        )  # fmt: skip
         self._loss = Gauge("dni_train_loss", "Training loss of the last step (last block only)", lb, registry=r)
         self._acc = Gauge("dni_train_accuracy", "Training accuracy of the last step (last block only)", lb, registry=r)
         info = Info("dni_build", "dni_dist build", lb, registry=r)
@@ -129,7 +140,6 @@ class PrometheusMetrics(NullMetrics):
         for child in (
             self._steps,
             self._samples,
-            self._restarts,
             self._step_seconds,
             self._lag_steps,
             self._lag_seconds,
@@ -141,6 +151,10 @@ class PrometheusMetrics(NullMetrics):
             self._rejected.labels(b, reason)
         for what in DROP_KINDS:
             self._dropped.labels(b, what)
+        for cause in RESTART_CAUSES:
+            self._restarts.labels(b, cause)
+        for event in LINK_EVENTS:
+            self._links.labels(b, event)
         for d in DIRECTIONS:
             self._messages.labels(b, d)
             self._bytes.labels(b, d)
@@ -198,8 +212,11 @@ class PrometheusMetrics(NullMetrics):
         self._loss.labels(self.block).set(loss)
         self._acc.labels(self.block).set(accuracy)
 
-    def restart(self) -> None:
-        self._restarts.labels(self.block).inc()
+    def restart(self, cause: str) -> None:
+        self._restarts.labels(self.block, cause).inc()
+
+    def link(self, event: str) -> None:
+        self._links.labels(self.block, event).inc()
 
     def close(self) -> None:
         self._server.shutdown()

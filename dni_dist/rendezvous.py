@@ -116,6 +116,10 @@ class Rendezvous:
     def has(self, key: str) -> bool:
         return bool(self.store.check([self._key(key)]))
 
+    def add(self, key: str, amount: int) -> int:
+        """Atomically add `amount` to the counter `key` (0 when new) and return its new value."""
+        return int(self.store.add(self._key(key), amount))
+
 
 def serve(port: int, *, run: str, blocks: int, addr: str = "0.0.0.0") -> None:
     """Host the store for workers that have no launcher (containers), until every block of

@@ -39,6 +39,7 @@ from dni_dist.feedback import direct_feedback_matrix, to_feedback_alignment
 from dni_dist.losses import accuracy, get_loss, output_width
 from dni_dist.messages import Kind, Message
 from dni_dist.optim import lr_factor, make_optimizer
+from dni_dist.records import LagLog, Recent
 from dni_dist.synthetic import SyntheticGradient
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,10 @@ class SGRecord:
 class StageStats:
     updates: int = 0
     waits: Counter[str] = field(default_factory=Counter)  # update count by what it waited for
-    sg: list[SGRecord] = field(default_factory=list)
-    lags: list[LagRecord] = field(default_factory=list)
-    train: list[tuple[int, float, float]] = field(default_factory=list)  # last stage: (step, loss, acc)
+    # bounded (dni_dist.records): the newest entries plus run-long counts and lag quantiles
+    sg: Recent[SGRecord] = field(default_factory=Recent)
+    lags: LagLog = field(default_factory=LagLog)
+    train: Recent[tuple[int, float, float]] = field(default_factory=Recent)  # last stage: (step, loss, acc)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:

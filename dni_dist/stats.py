@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dni_dist.records import Quantiles
 from dni_dist.stage import Stage
 
 
@@ -56,6 +58,9 @@ class BlockStats:
     train_loss: float | None = None  # last block only
     train_accuracy: float | None = None
     messages: dict[str, dict[str, int]] = field(default_factory=dict)
+    attempt: int = 0  # the incarnation that wrote this (0: never restarted alone)
+    pid: int = field(default_factory=os.getpid)  # the process that wrote this
+    link_events: dict[str, int] = field(default_factory=dict)  # edge connections made / lost (ZeroMQ monitor)
 
     @classmethod
     def from_stages(
@@ -76,12 +81,17 @@ class BlockStats:
         dropped: Mapping[str, int] | None = None,
         restarts: int = 0,
         messages: Mapping[str, dict[str, int]] | None = None,
+        attempt: int = 0,
+        link_events: Mapping[str, int] | None = None,
     ) -> BlockStats:
         update_waits: Counter[str] = Counter()
         for s in stages:
             update_waits.update(s.stats.waits)
-        sg = [r for s in stages for r in s.stats.sg]
-        train = stages[-1].stats.train if stages[-1].spec.is_last else []
+        sg = [s.stats.sg[-1] for s in stages if s.stats.sg]
+        train = stages[-1].stats.train if stages[-1].spec.is_last else None
+        lag_steps, lag_seconds = Quantiles(), Quantiles()
+        for s in stages:
+            lag_steps, lag_seconds = lag_steps.merge(s.stats.lags.steps), lag_seconds.merge(s.stats.lags.seconds)
         return cls(
             block=block,
             stages=(first, last),
@@ -92,8 +102,8 @@ class BlockStats:
             wall_seconds=wall_seconds,
             compute_seconds=compute_seconds,
             samples_per_second=samples / max(wall_seconds, 1e-9),
-            lag_steps=percentiles(float(r.steps) for s in stages for r in s.stats.lags),
-            lag_seconds=percentiles(r.seconds for s in stages for r in s.stats.lags),
+            lag_steps=lag_steps.summary(),
+            lag_seconds=lag_seconds.summary(),
             waits={k: round(v, 6) for k, v in sorted((waits or {}).items())},
             update_waits=dict(update_waits),
             interfaces=[
@@ -109,6 +119,8 @@ class BlockStats:
             train_loss=train[-1][1] if train else None,
             train_accuracy=train[-1][2] if train else None,
             messages=dict(messages or {}),
+            attempt=attempt,
+            link_events=dict(link_events or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,8 +3,8 @@
     summary = summarize(cfg, stats, out=Path("runs/x"), blocks=4, backend="zmq", wall_seconds=31.0,
                         status="finished", run_id="a1b2")   # also writes runs/x/summary.json
 
-The model is assembled from the blocks' checkpoints and evaluated on the test split, so the
-summary reports what was saved, whichever backend trained it. Written by the launcher, or by
+The model is assembled from the newest complete checkpoint (dni_dist.manifest) and evaluated on
+the test split, so the summary reports what was saved, whichever backend trained it. Written by the launcher, or by
 block 0 when there is no launcher (torchrun, containers).
 """
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dni_dist import checkpoint
+from dni_dist import checkpoint, manifest
 from dni_dist.config import TrainConfig
 from dni_dist.data import load_dataset
 from dni_dist.locking import locking
@@ -28,18 +28,22 @@ from dni_dist.trainer import evaluate
 log = logging.getLogger(__name__)
 
 
-def evaluate_checkpoints(cfg: TrainConfig, out: Path, blocks: int) -> tuple[float, float, str]:
-    """Assemble the model from every block's checkpoint; (test loss, test accuracy, data source)."""
+def evaluate_checkpoints(cfg: TrainConfig, out: Path, blocks: int) -> tuple[float, float, str, int]:
+    """Assemble the model from the newest complete checkpoint; (test loss, test accuracy, data
+    source, the checkpoint's step)."""
+    man = manifest.latest(out)
+    if man is None or man.blocks != blocks:
+        raise checkpoint.CheckpointError(f"no complete checkpoint of {blocks} blocks under {out / 'checkpoints'}")
     ds = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, download=cfg.data.download,
                       mirror=cfg.data.mirror, subset=cfg.data.subset)  # fmt: skip
     topo = Topology.from_config(cfg, input_dim=ds.input_dim, num_classes=ds.num_classes)
     stages = topo.build_stages(cfg, input_dim=ds.input_dim, num_classes=ds.num_classes)
     for k, (first, last) in enumerate(assign_blocks(topo.num_stages, blocks)):
-        state = checkpoint.load_block(out, k)
+        state = checkpoint.load_block(man.path_of(k))
         for stage, s in zip(stages[first : last + 1], state.stages):
             stage.load_state_dict(s)
     point = evaluate(assemble([s.module for s in stages]), ds.x_test, ds.y_test, cfg.model.loss)  # type: ignore[misc]
-    return point.loss, point.accuracy, ds.source
+    return point.loss, point.accuracy, ds.source, man.step
 
 
 def summarize(
@@ -52,9 +56,11 @@ def summarize(
     wall_seconds: float,
     status: str,
     run_id: str,
+    restarts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the checkpoints, write <out>/summary.json and return it."""
-    test_loss, test_acc, source = evaluate_checkpoints(cfg, out, blocks)
+    """Evaluate the checkpoints, write <out>/summary.json and return it. `restarts`: the blocks
+    the launcher restarted, one entry per restart with its cause."""
+    test_loss, test_acc, source, ckpt_step = evaluate_checkpoints(cfg, out, blocks)
     last = stats[-1]
     train_seconds = max(s["wall_seconds"] for s in stats)
     summary = {
@@ -67,7 +73,13 @@ def summarize(
         "train_seconds": train_seconds,
         "samples_per_second": last["samples"] / max(train_seconds, 1e-9),
         "steps": last["steps"],
-        "final": {"test_loss": test_loss, "test_accuracy": test_acc, "train_loss": last["train_loss"]},
+        "final": {
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+            "train_loss": last["train_loss"],
+            "checkpoint_step": ckpt_step,
+        },
+        "restarts": restarts or [],
         "blocks": stats,
         "locking": [
             {"stage": i["stage"], "method": i["method"], **locking(i["update_waits"])}

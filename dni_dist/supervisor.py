@@ -1,9 +1,19 @@
 """Watch a run's worker processes: progress from their reports, a live table or progress lines,
-stop on Ctrl-C / SIGTERM or when a block fails.
+restart a block that died or hung, stop on Ctrl-C / SIGTERM or when a block is beyond restarting.
 
     sup = Supervisor(plans=[(0, log0), (1, log1)], procs=procs, router=router, steps=500,
-                     console=console, live=False)
-    failed = sup.run()     # None, or the block that exited non-zero first
+                     console=console, live=False, respawn=spawn, max_restarts=3, peer_timeout_s=15)
+    failed = sup.run()     # None, or the block that failed for good
+    sup.restarts           # one entry per restart: block, attempt, cause, exit code, pids, when
+
+[Note: liveness]
+Every worker reports from its loop every `runtime.progress_every_s` (0.5 s): that report is its
+heartbeat (a report carries the sender's pid, so a dead incarnation's late report is not taken
+for the new one's). A block whose heartbeat stops for `runtime.peer_timeout_s` after its first
+report (SIGSTOP, a deadlock, a step that never returns) is declared hung and SIGKILLed; like a
+block that exits non-zero or is killed, it is restarted alone (`respawn`) until it has been
+restarted `max_restarts` times; one failure more stops the run. The other blocks keep their
+processes: they re-dial the new incarnation through the rendezvous (dni_dist.worker.rejoin).
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import logging
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -45,10 +56,16 @@ class Supervisor:
     console: Console
     live: bool = True
     stop_timeout_s: float = 30.0
+    respawn: Callable[[int, str], subprocess.Popen[bytes]] | None = None  # (block, cause) -> new process
+    max_restarts: int = 0
+    peer_timeout_s: float = 15.0
     progress: dict[int, dict[str, Any]] = field(default_factory=dict)
     stop_requested: int = 0
     stop_sent_at: float | None = None
     started: float = field(default_factory=time.monotonic)
+    restarts: list[dict[str, Any]] = field(default_factory=list)
+    heard: dict[int, float] = field(default_factory=dict)  # block -> last report of its current process
+    hung: set[int] = field(default_factory=set)  # blocks SIGKILLed for silence, not yet restarted
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         self.stop_requested += 1
@@ -74,8 +91,48 @@ class Supervisor:
                 msg = msgpack.unpackb(frames[1], raw=False, max_str_len=256, max_map_len=64, max_array_len=64)
             except Exception:
                 continue
-            if isinstance(msg, dict) and isinstance(msg.get("block"), int):
-                self.progress[msg["block"]] = msg
+            block = msg.get("block") if isinstance(msg, dict) else None
+            if not isinstance(block, int) or not 0 <= block < len(self.procs):
+                continue
+            if msg.get("pid") not in (None, self.procs[block].pid):
+                continue  # a late report of a dead incarnation
+            self.progress[block] = msg
+            self.heard[block] = time.monotonic()
+
+    def restarts_of(self, block: int) -> int:
+        return sum(r["block"] == block for r in self.restarts)
+
+    def check_liveness(self) -> None:
+        """SIGKILL a block whose heartbeat stopped for peer_timeout_s (it is then restarted)."""
+        now = time.monotonic()
+        for block, proc in enumerate(self.procs):
+            last = self.heard.get(block)
+            if last is None or proc.poll() is not None or block in self.hung or now - last <= self.peer_timeout_s:
+                continue
+            log.error("block %d is hung: no heartbeat for %.1fs (pid %d, last step %s); killing it", block,
+                      now - last, proc.pid, self.progress.get(block, {}).get("step"))  # fmt: skip
+            self.hung.add(block)
+            proc.kill()
+
+    def exited(self, block: int, rc: int) -> bool:
+        """A block's process ended with `rc` != 0: restart it if allowed; False if it failed for good."""
+        cause = "hung" if block in self.hung else "killed" if rc < 0 else "exited"
+        if self.respawn is None or self.stop_sent_at is not None or self.restarts_of(block) >= self.max_restarts:
+            return False
+        old = self.procs[block]
+        self.hung.discard(block)
+        self.heard.pop(block, None)
+        new = self.respawn(block, cause)
+        self.procs[block] = new
+        detail = f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals() else f"exit {rc}"
+        self.restarts.append({
+            "block": block, "attempt": self.restarts_of(block) + 1, "cause": cause, "detail": detail, "exit_code": rc,
+            "last_step": self.progress.get(block, {}).get("step"), "old_pid": old.pid, "new_pid": new.pid,
+            "at_seconds": round(time.monotonic() - self.started, 3),
+        })  # fmt: skip
+        log.warning("block %d %s (%s) at step %s: restarted alone (restart %d of %d, pid %d)", block, cause, detail,
+                    self.restarts[-1]["last_step"], self.restarts_of(block), self.max_restarts, new.pid)  # fmt: skip
+        return True
 
     def run(self) -> int | None:
         """Supervise until every process has exited; the first block that failed, if any."""
@@ -88,9 +145,16 @@ class Supervisor:
                 live.start()
             while any(proc.poll() is None for proc in self.procs):
                 self.drain_progress(100)
-                for (block, _), proc in zip(self.plans, self.procs):
+                if self.stop_sent_at is None:
+                    self.check_liveness()
+                for (block, _), proc in zip(self.plans, list(self.procs)):
                     rc = proc.poll()
-                    if rc not in (None, 0) and failed is None and self.stop_sent_at is None:
+                    if (
+                        rc not in (None, 0)
+                        and failed is None
+                        and self.stop_sent_at is None
+                        and not self.exited(block, rc)
+                    ):
                         failed = block
                         log.error("block %d exited with %s; stopping the run", block, rc)
                         self.send_stop()
@@ -130,6 +194,7 @@ class Supervisor:
             g = self.progress.get(block, {})
             rc = proc.poll()
             state = g.get("status") or ("running" if rc is None else f"exit {rc}")
+            state += f" (restarts {self.restarts_of(block)})" if self.restarts_of(block) else ""
 
             def f(key: str, fmt: str, g: dict[str, Any] = g) -> str:
                 v = g.get(key)

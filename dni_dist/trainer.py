@@ -83,7 +83,7 @@ class TrainResult:
                 "test_accuracy": self.test_accuracy,
             },
             "stages": [
-                {"updates": s.updates, "waits": dict(s.waits), "sg_targets": len(s.sg)} for s in self.stage_stats
+                {"updates": s.updates, "waits": dict(s.waits), "sg_targets": s.sg.total} for s in self.stage_stats
             ],
             "locking": self.locking(),
         }

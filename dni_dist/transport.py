@@ -132,6 +132,14 @@ def to_host(msg: Message) -> Message:
     return Message(msg.kind, msg.step, msg.sender, tensor, host(msg.labels))
 
 
+def to_device(msg: Message, device: torch.device) -> Message:
+    """A received message with its tensors on `device` (unchanged on the CPU)."""
+    if device.type == "cpu":
+        return msg
+    labels = None if msg.labels is None else msg.labels.to(device, non_blocking=True)
+    return Message(msg.kind, msg.step, msg.sender, msg.tensor.to(device, non_blocking=True), labels)
+
+
 class ZmqSender:
     """Sends Messages/Markers without ever blocking the caller (see [Note: backpressure])."""
 

@@ -85,9 +85,10 @@ GROUPS = {  # colour: what part of the system a module belongs to
     "command line": ("#d5f0d5", ("dni_dist.cli", "dni_dist.bench", "dni_dist.experiments", "dni_dist.worker.__main__")),
     "worker process": ("#f6e3c6", ("dni_dist.worker",)),
     "launch and results": ("#dbe7f3", ("dni_dist.launcher", "dni_dist.supervisor", "dni_dist.placement",
-                                       "dni_dist.inproc", "dni_dist.summary", "dni_dist.stats", "dni_dist.checkpoint")),
+                                       "dni_dist.inproc", "dni_dist.summary", "dni_dist.stats", "dni_dist.checkpoint",
+                                       "dni_dist.manifest", "dni_dist.records")),
     "wire and telemetry": ("#f3dbe7", ("dni_dist.messages", "dni_dist.transport", "dni_dist.rendezvous",
-                                       "dni_dist.metrics")),
+                                       "dni_dist.metrics", "dni_dist.faults", "dni_dist.proxy")),
 }  # fmt: skip
 MATH = "#e8e8e8"  # the rest: the method maths, models, data, config
 

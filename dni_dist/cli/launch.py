@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from dni_dist.checkpoint import CheckpointError
 from dni_dist.cli.options import CONFIG, RUNTIME, ConfigFlags, console, fail, with_options
 from dni_dist.config import ConfigError
 from dni_dist.launcher import LaunchError, LaunchOptions, launch
@@ -51,7 +52,7 @@ def launch_cmd(
             insecure=insecure,
         )  # fmt: skip
         summary = launch(cfg, opts)
-    except (ConfigError, LaunchError) as e:
+    except (ConfigError, CheckpointError, LaunchError) as e:
         raise fail(str(e), 1 if isinstance(e, LaunchError) else 2) from None
     print_launch_summary(summary, out)
     if summary["status"] != "finished":

@@ -60,7 +60,13 @@ RUNTIME = (
     Flag("checkpoint_every", int | None, "runtime.checkpoint_every",
          "checkpoint every N steps (0: at the end / on stop)"),
     Flag("peer_timeout", float | None, "runtime.peer_timeout_s",
-         "give up when no neighbour sends anything for this long (s)"),
+         "liveness (s): a block silent this long is declared hung and restarted; a worker without a "
+         "launcher gives up when nothing arrives for this long"),
+    Flag("max_restarts", int | None, "runtime.max_restarts",
+         "restart a dead or hung block alone from its latest checkpoint, up to N times per block (0 = fail)"),
+    Flag("keep_checkpoints", int | None, "runtime.keep_checkpoints", "complete checkpoint generations to keep"),
+    Flag("inject_fault", str | None, "runtime.inject_fault",
+         "tests: block=I,step=S,kind=kill|exit|hang|drop, or partition|delay with seconds=T[,ms=M]; ';' separates"),
 )  # fmt: skip
 
 

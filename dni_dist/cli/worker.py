@@ -15,7 +15,7 @@ from dni_dist.cli.options import CONFIG, RUNTIME, ConfigFlags, fail, with_option
 from dni_dist.config import ConfigError
 from dni_dist.placement import fit_blocks
 from dni_dist.transport import TransportConfig
-from dni_dist.worker import WorkerConfig, default_run_id, run_worker, setup_logging
+from dni_dist.worker import WorkerConfig, default_run_id, run_worker, setup_logging, torchrun_restarts
 
 
 @with_options(CONFIG, RUNTIME)
@@ -30,7 +30,14 @@ def worker_cmd(
         "runs/latest"
     ),
     run_id: Annotated[str | None, typer.Option(help="run id shared by all blocks (default: $DNI_RUN_ID)")] = None,
-    resume: Annotated[bool, typer.Option(help="continue from <out>/checkpoints/block<k>.pt")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="continue from the newest complete checkpoint under <out>/checkpoints (implied "
+            "when torchrun restarts the workers)"
+        ),
+    ] = False,
+    restart_cause: Annotated[str, typer.Option(help="dni-launch: why this block was restarted", hidden=True)] = "",
     metrics_port: Annotated[
         int, typer.Option(help="base port; this block serves base + block (0 = off; $DNI_METRICS_PORT: exact port)")
     ] = 0,
@@ -57,7 +64,8 @@ def worker_cmd(
         else:
             cfg = fit_blocks(config.build(), n)
         wcfg = WorkerConfig(
-            block=k, blocks=n, run_id=run_id or default_run_id(), out=str(out), resume=resume,
+            block=k, blocks=n, run_id=run_id or default_run_id(), out=str(out),
+            resume=resume or torchrun_restarts() > 0, restart_cause=restart_cause, generation=torchrun_restarts(),
             metrics_port=int(os.environ.get("DNI_METRICS_PORT") or (metrics_port + k if metrics_port else 0)),
             metrics_addr=metrics_addr, host=host or os.environ.get("DNI_HOST", "127.0.0.1"), control=control,
             bind=bind or os.environ.get("DNI_BIND", ""),

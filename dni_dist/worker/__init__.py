@@ -9,7 +9,7 @@ rendezvous), `admission` (credit window, overflow, target timeout, lockstep gate
 """
 
 from dni_dist.worker.loop import Worker
-from dni_dist.worker.options import WorkerConfig
+from dni_dist.worker.options import WorkerConfig, torchrun_restarts
 from dni_dist.worker.process import default_run_id, run_worker, setup_logging
 
-__all__ = ["Worker", "WorkerConfig", "default_run_id", "run_worker", "setup_logging"]
+__all__ = ["Worker", "WorkerConfig", "default_run_id", "run_worker", "setup_logging", "torchrun_restarts"]

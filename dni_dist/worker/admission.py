@@ -34,6 +34,8 @@ class Admission:
         self.dropped_steps: set[int] = set()  # given up on: their targets may still arrive, late
         self.done_below = -1  # lockstep: every block below this one has finished this step
         self.done_sent = -1
+        self.restarted = False  # this is a restarted incarnation of the block
+        self.first_step: int | None = None  # the first step it forwarded
 
     # -- the gate -------------------------------------------------------------------------------
     def why_not(
@@ -70,22 +72,40 @@ class Admission:
             return True
         self._remember_oldest(block)
         self.dropped["pending"] += block.drop_oldest_pending()
-        if len(self.dropped_steps) > 10 * rt.max_inflight:  # bounded: very late targets count as protocol errors
-            self.dropped_steps = set(sorted(self.dropped_steps)[-rt.max_inflight :])
         return True
 
     def _remember_oldest(self, block: Block) -> None:
-        self.dropped_steps.update(
-            next(iter(s.pending)) for s in block.stages if s.spec.out_method == "sg" and s.pending
-        )
+        self.remember([next(iter(s.pending)) for s in block.stages if s.spec.out_method == "sg" and s.pending])
+
+    def remember(self, steps: list[int], what: str | None = None) -> None:
+        """Steps given up on (counted under `what`, if given): a late target for one is stale.
+        Bounded: beyond 10·max_inflight entries only the newest max_inflight are kept."""
+        if what is not None:
+            self.dropped[what] += len(steps)
+        self.dropped_steps.update(steps)
+        if len(self.dropped_steps) > 10 * self.runtime.max_inflight:
+            self.dropped_steps = set(sorted(self.dropped_steps)[-self.runtime.max_inflight :])
+
+    def expire(self, block: Block) -> None:
+        """runtime.target_timeout_s: forget every step (any method) whose gradient, target or output
+        error is that late; a locked stage then moves on without that update."""
+        if not self.runtime.target_timeout_s:
+            return
+        steps = block.expire(self.runtime.target_timeout_s)
+        if steps:
+            self.remember(steps, "timeout")
+            log.warning("%s gave up on %d step(s) whose target is over %.0fs late (%d..%d)", self.prefix, len(steps),
+                        self.runtime.target_timeout_s, steps[0], steps[-1])  # fmt: skip
 
     def lockstep_ok(self, next_step: int) -> bool:
         return not self.runtime.lockstep or self.blocks == 1 or self.done_sent >= next_step - 1
 
     # -- what arrives and what leaves -------------------------------------------------------------
     def stale_target(self, step: int) -> bool:
-        """A target for a step this block gave up on: count it once as stale instead of an error."""
-        if step not in self.dropped_steps:
+        """A target for a step this block gave up on, or (restarted) one only its previous
+        incarnation forwarded: count it as stale instead of an error."""
+        before = self.restarted and (self.first_step is None or step < self.first_step)
+        if step not in self.dropped_steps and not before:
             return False
         self.dropped_steps.discard(step)
         self.dropped["stale_target"] += 1

@@ -10,9 +10,10 @@ Per neighbour pair there is one PUSH/PULL edge each way (activations down, gradi
 last block publishes output errors on an XPUB that dfa/kb blocks SUBscribe to; a DEALER reports
 progress to the launcher's ROUTER and receives `stop`. With the run's keys every socket is CURVE:
 binding sockets are servers whose peers pyzmq's ZAP authenticator checks against the run's
-public keys; connecting sockets dial with the server's public key (docs/security.md). Rendezvous keys (per run id):
-block<k>/act, block<k>/grad, errors (endpoints), block<k>/resume_step, block<k>/ready,
-block<k>/exit.
+public keys; connecting sockets dial with the server's public key (docs/security.md).
+Rendezvous keys (per run id), all but exit under this incarnation's attempt
+(dni_dist.worker.attempts): block<k>/<a>/act, .../grad, .../errors (endpoints),
+.../resume_step, .../ready; and block<k>/exit.
 """
 
 from __future__ import annotations
@@ -26,20 +27,17 @@ from typing import Any
 import msgpack
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import recv_monitor_message
 
 from dni_dist.keys import RunKeys
 from dni_dist.messages import Kind, Marker, Message
 from dni_dist.rendezvous import Rendezvous
 from dni_dist.transport import Curve, ZmqReceiver, ZmqSender, make_socket, secure
+from dni_dist.worker.attempts import PeerKeys
 from dni_dist.worker.options import WorkerConfig
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS_IN = ("activation_in", "gradient_in", "error_in")
-HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
 DIRECTIONS_OUT = ("activation_out", "gradient_out", "error_out")
 
 
@@ -69,8 +67,6 @@ class Edges:
         self.err_pub: ZmqSender | None = None
         self.control: zmq.Socket[Any] | None = None
         self.control_rejects = 0
-        self.monitors: list[zmq.Socket[Any]] = []  # handshake failures of the binding sockets
-        self.handshake_rejects: Counter[str] = Counter()
         self.keys = keys
         self.curve = None if keys is None else Curve(keys.public, keys.secret)
         self.auth: ThreadAuthenticator | None = None
@@ -80,36 +76,36 @@ class Edges:
             self.auth.configure_curve(domain="*", location=str(keys.directory))
 
     # -- opening -------------------------------------------------------------------------------
-    def open(self, rdv: Rendezvous, *, peer_timeout_s: float, stopping: Callable[[], bool]) -> None:
+    def open(self, rdv: Rendezvous, *, keys: PeerKeys, peer_timeout_s: float, stopping: Callable[[], bool]) -> None:
         """Bind this block's inbound sockets, publish them, connect to the neighbours' (waiting
         for them in the rendezvous) and, on the last block, wait for the error subscribers."""
         w, k = self.wcfg, self.k
         if not self.first:
             sock = self._socket(zmq.PULL)
-            rdv.publish(f"block{k}/act", self._bind(sock, 0))
-            self.act_in = self._receiver(sock, k - 1, {"activation", "end"}, "activation")
+            rdv.publish(keys.own("act"), keys.advertise("act", self._bind(sock, 0)))
+            self.act_in = self._receiver(sock, k - 1, {"activation", "end", "checkpoint"}, "activation")
         if not self.last:
             sock = self._socket(zmq.PULL)
-            rdv.publish(f"block{k}/grad", self._bind(sock, 1))
+            rdv.publish(keys.own("grad"), self._bind(sock, 1))
             self.grad_in = self._receiver(sock, k + 1, {"gradient", "done"}, "gradient")
         xpub: zmq.Socket[Any] | None = None
         if self.last and self.remote_subscribers:
             xpub = self._socket(zmq.XPUB)
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-            rdv.publish("errors", self._bind(xpub, 2))
+            rdv.publish(keys.own("errors"), self._bind(xpub, 2))
             self.err_pub = self._sender(xpub)
         if not self.last:
             sock = self._socket(zmq.PUSH, peer=f"block{k + 1}")
-            sock.connect(rdv.lookup(f"block{k + 1}/act"))
+            sock.connect(keys.endpoint(k + 1, "act"))
             self.act_out = self._sender(sock)
         if not self.first:
             sock = self._socket(zmq.PUSH, peer=f"block{k - 1}")
-            sock.connect(rdv.lookup(f"block{k - 1}/grad"))
+            sock.connect(keys.endpoint(k - 1, "grad"))
             self.grad_out = self._sender(sock)
         if self.subscribes:
             sock = self._socket(zmq.SUB, peer=f"block{w.blocks - 1}")
             sock.setsockopt(zmq.SUBSCRIBE, b"")
-            sock.connect(rdv.lookup("errors"))
+            sock.connect(keys.endpoint(w.blocks - 1, "errors"))
             self.err_sub = self._receiver(sock, w.blocks - 1, {"output_error"}, "output-error")
         listening = [
             f"{name} {rx.sock.getsockopt_string(zmq.LAST_ENDPOINT)}"
@@ -126,36 +122,24 @@ class Edges:
             self.control.setsockopt(zmq.LINGER, 1000)
             self.control.connect(w.control)
 
-    def announce(self, rdv: Rendezvous, *, last_forward: int) -> int | None:
+    def announce(self, rdv: Rendezvous, *, keys: PeerKeys, last_forward: int) -> int | None:
         """Publish this block's resume point and readiness. Block 0 then waits for every block
         and returns the step to feed next (one past the furthest any block had reached)."""
-        rdv.publish(f"block{self.k}/resume_step", str(last_forward))
-        rdv.publish(f"block{self.k}/ready", "1")
+        rdv.publish(keys.own("resume_step"), str(last_forward))
+        rdv.publish(keys.own("ready"), "1")
         if not self.first:
             return None
         for b in range(self.wcfg.blocks):
-            rdv.lookup(f"block{b}/ready")
-        return max(int(rdv.lookup(f"block{b}/resume_step")) for b in range(self.wcfg.blocks)) + 1
+            keys.endpoint(b, "ready")
+        return max(int(keys.endpoint(b, "resume_step")) for b in range(self.wcfg.blocks)) + 1
 
     def _server_key(self, peer: str | None) -> bytes | None:
         return None if self.keys is None or peer is None else self.keys.public_of(peer)
 
     def _socket(self, kind: int, *, peer: str | None = None) -> zmq.Socket[Any]:
         """An edge socket; with the run's keys CURVE: a server when it binds (peer None), else a
-        client of `peer`'s public key. A binding socket is monitored for failed handshakes: a
-        peer that is not let in is cut off by ZeroMQ and counted here."""
-        sock = make_socket(self.ctx, kind, self.wcfg.transport, curve=self.curve, server_key=self._server_key(peer))
-        if peer is None:
-            self.monitors.append(sock.get_monitor_socket(HANDSHAKE_FAILED))
-        return sock
-
-    def _count_handshakes(self) -> None:
-        for mon in self.monitors:
-            while mon.poll(0):
-                event = recv_monitor_message(mon)["event"]
-                self.handshake_rejects[
-                    "unauthenticated" if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else "handshake"
-                ] += 1
+        client of `peer`'s public key. (Peers cut off at the handshake are counted by links.py.)"""
+        return make_socket(self.ctx, kind, self.wcfg.transport, curve=self.curve, server_key=self._server_key(peer))
 
     def _receiver(self, sock: zmq.Socket[Any], sender: int, kinds: set[str], edge: str) -> ZmqReceiver:
         return ZmqReceiver(sock, run=self.wcfg.run_id, expect_block=sender, allowed=frozenset(kinds),
@@ -255,9 +239,7 @@ class Edges:
             self.control.send(msgpack.packb(payload))
 
     def rejected(self) -> Counter[str]:
-        self._count_handshakes()
         total: Counter[str] = Counter({"control": self.control_rejects} if self.control_rejects else {})
-        total.update(self.handshake_rejects)
         for r in self.receivers():
             total.update(r.rejected)
         return total
@@ -277,8 +259,6 @@ class Edges:
         return {name: e.backlog for name, e in zip(DIRECTIONS_OUT, edges) if e is not None}
 
     def close(self) -> None:
-        for mon in self.monitors:
-            mon.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
         self.ctx.destroy(linger=self.wcfg.transport.linger_ms)

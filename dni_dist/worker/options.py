@@ -5,6 +5,7 @@ WorkerConfig(block=1, blocks=4, run_id="a1b2", out="runs/x", host="127.0.0.1")
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from dni_dist.config import ConfigError
@@ -18,7 +19,9 @@ class WorkerConfig:
     blocks: int
     run_id: str
     out: str  # checkpoints/ and blocks/ (stats) go here; shared by every block of the run
-    resume: bool = False  # start from out/checkpoints/block<k>.pt when it exists
+    resume: bool = False  # start from the newest complete checkpoint under out/checkpoints, if any
+    restart_cause: str = ""  # set by dni-launch on a restarted block: killed | exited | hung
+    generation: int = 0  # torchrun: how often the whole group was restarted (TORCHELASTIC_RESTART_COUNT)
     metrics_port: int = 0  # the port this block serves /metrics on (0 = off)
     metrics_addr: str = "127.0.0.1"
     host: str = "127.0.0.1"  # address this worker advertises to its neighbours (and binds, unless `bind`)
@@ -45,3 +48,9 @@ class WorkerConfig:
                 "--keys: a worker needs its run's keys directory (dni-launch makes one; for clusters "
                 "`python -m dni_dist keys generate DIR --blocks N`), or --insecure on loopback addresses"
             )
+
+
+def torchrun_restarts() -> int:
+    """How often torchrun (--max-restarts) has restarted this worker group: 0 otherwise."""
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return int(value) if value.isdigit() else 0

@@ -34,7 +34,9 @@ def run_worker(cfg: TrainConfig, wcfg: WorkerConfig, rdv: Rendezvous | None = No
     worker = Worker(cfg, wcfg)
     signal.signal(signal.SIGINT, worker.request_stop)
     signal.signal(signal.SIGTERM, worker.request_stop)
-    rdv = rdv or Rendezvous.from_env(run=wcfg.run_id, secret=None if worker.keys is None else worker.keys.run_secret)
+    gen = wcfg.generation  # after a gang restart, keys of earlier generations must not be seen
+    secret = None if worker.run_keys is None else worker.run_keys.run_secret
+    rdv = rdv or Rendezvous.from_env(run=wcfg.run_id if not gen else f"{wcfg.run_id}/restart{gen}", secret=secret)
     return worker.run(rdv)
 
 

@@ -10,23 +10,37 @@ adds what only the running block knows:
 - step_window: an activation outside (last step forwarded, that + window] or past the run's end,
   or a gradient / output error for a step this block has not forwarded yet;
 - duplicate_step: an activation for a step already forwarded;
-- early_end: an END marker before the run's last step; bad_marker: DONE for a step not reached.
+- early_end: an END marker before the run's last step; bad_marker: DONE or CHECKPOINT for a step
+  this block has not reached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import logging
+from collections import Counter
 
 import torch
 
 from dni_dist.messages import Kind, Marker, MarkerKind, Message
 
+log = logging.getLogger(__name__)
+
 
 class Screen:
-    def __init__(self, *, steps: int, window: int) -> None:
+    def __init__(self, *, steps: int, window: int, prefix: str = "") -> None:
         self.steps = steps  # the run's length: steps are 0 .. steps - 1
         self.window = window  # how far past its last step a block may be asked to jump
+        self.prefix = prefix
+        self.rejects: Counter[str] = Counter()  # what this block dropped, by reason
+
+    def reject(self, reason: str, item: Message | Marker, detail: str) -> None:
+        """Count a dropped message; log the first five of each reason, then every thousandth."""
+        self.rejects[reason] += 1
+        n = self.rejects[reason]
+        if n <= 5 or n % 1000 == 0:
+            log.warning(
+                "%s dropped %s (%s: %s) [%d %s so far]", self.prefix, item.describe(), reason, detail, n, reason
+            )
 
     def reason(self, item: Message | Marker, *, last_forward: int) -> str | None:
         if isinstance(item, Marker):
@@ -43,17 +57,3 @@ class Screen:
         if not all(bool(torch.isfinite(t).all()) for t in (item.tensor, item.labels) if t is not None):
             return "nonfinite"
         return None
-
-
-def finite_state(states: Iterable[Any]) -> bool:
-    """Whether every floating-point tensor in nested state dicts/lists is finite (checkpoints)."""
-    for value in states:
-        if isinstance(value, torch.Tensor):
-            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                return False
-        elif isinstance(value, dict):
-            if not finite_state(value.values()):
-                return False
-        elif isinstance(value, (list, tuple)) and not finite_state(value):
-            return False
-    return True

@@ -10,6 +10,7 @@ It reads the stages' records; it never changes them.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
@@ -32,13 +33,13 @@ class Telemetry:
         """Feed new lag and SG records of the local stages to the metrics."""
         for i, stage in enumerate(self.stages):
             lags, sgs = stage.stats.lags, stage.stats.sg
-            for rec in lags[self._lag_seen[i] :]:
+            for rec in lags.since(self._lag_seen[i]):
                 self.metrics.lag(steps=rec.steps, seconds=rec.seconds)
                 self._window_lag = (max(self._window_lag[0], rec.steps), max(self._window_lag[1], rec.seconds))
-            self._lag_seen[i] = len(lags)
-            if len(sgs) > self._sg_seen[i]:
+            self._lag_seen[i] = lags.total
+            if sgs.total > self._sg_seen[i]:
                 self.metrics.sg(loss=sgs[-1].loss, cosine=sgs[-1].cosine)
-                self._sg_seen[i] = len(sgs)
+                self._sg_seen[i] = sgs.total
         if self.is_last and self.stages[-1].stats.train:
             _, loss, acc = self.stages[-1].stats.train[-1]
             self.metrics.train(loss=loss, accuracy=acc)
@@ -66,6 +67,7 @@ class Telemetry:
         return {
             "type": kind,
             "block": block,
+            "pid": os.getpid(),  # the launcher ignores a dead incarnation's late reports
             "step": step,
             "steps": steps,
             "samples_per_second": samples_per_second,

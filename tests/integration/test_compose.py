@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -244,3 +245,100 @@ def test_kubernetes_jobset_has_the_compose_topology() -> None:
     assert any(a.startswith(mount["mountPath"]) for a in worker["args"]), "--out on the shared volume"
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+
+
+@pytest.mark.slow
+def test_a_compose_block_restarted_on_failure_rejoins_the_others(tmp_path: Path) -> None:
+    """What `restart: on-failure` does, without Docker: block2 is SIGKILLed once the first complete
+    checkpoint exists and started again with its service's command in its namespace; it rejoins
+    (a new attempt in the still-running rendezvous, the same fixed ports) while the other blocks
+    keep their processes, and the run finishes."""
+    reason = _can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    svcs = services(COMPOSE)
+    names = ["rendezvous", *blocks(svcs)]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    hosts = Hosts(names)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    envs = {n: {**os.environ, **{k: str(v) for k, v in (svcs[n].get("environment") or {}).items()}} for n in names}
+    first = runs / "compose" / "checkpoints" / "step-000000199" / "manifest.json"
+    try:
+        procs["rendezvous"] = hosts.run("rendezvous", _container_argv(svcs["rendezvous"], runs), envs["rendezvous"],
+                                        tmp_path / "rendezvous.log")  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not hosts.check("rendezvous", _healthcheck_argv(svcs["rendezvous"]), envs["rendezvous"]):
+            assert time.monotonic() < deadline, (tmp_path / "rendezvous.log").read_text()
+            time.sleep(0.5)
+        for n in names[1:]:
+            procs[n] = hosts.run(n, _container_argv(svcs[n], runs), envs[n], tmp_path / f"{n}.log")
+        kept = {n: procs[n].pid for n in names[1:] if n != "block2"}
+        deadline = time.monotonic() + 240
+        while not first.is_file():
+            assert time.monotonic() < deadline and procs["block2"].poll() is None, "no first checkpoint"
+            time.sleep(0.2)
+        procs["block2"].kill()
+        assert procs["block2"].wait(timeout=30) == -9
+        procs["block2"] = hosts.run("block2", _container_argv(svcs["block2"], runs), envs["block2"],
+                                    tmp_path / "block2-restarted.log")  # fmt: skip
+        while any(procs[n].poll() is None for n in names[1:]):
+            assert time.monotonic() < deadline, "the cluster did not finish in 240 s"
+            time.sleep(0.5)
+        logs = {p.stem: p.read_text() for p in tmp_path.glob("*.log")}
+        assert all(procs[n].returncode == 0 for n in names[1:]), {n: logs.get(n, "")[-2000:] for n in logs}
+        assert {n: procs[n].pid for n in kept} == kept, "the other blocks kept their processes"
+        procs["rendezvous"].wait(timeout=60)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        hosts.close()
+    summary = json.loads((runs / "compose" / "summary.json").read_text())
+    assert summary["status"] == "finished" and [b["attempt"] for b in summary["blocks"]] == [0, 0, 1, 0]
+    assert "restarted (attempt 1): rejoining" in logs["block2-restarted"]
+    assert "block 2 is back (attempt 1)" in logs["block1"] and "block 2 is back (attempt 1)" in logs["block3"]
+
+
+@pytest.mark.slow
+def test_a_partition_between_two_namespace_hosts_heals(tmp_path: Path) -> None:
+    """The fault proxy across hosts: block2 (its own network namespace) puts a FaultProxy on its
+    address in front of its activation socket and advertises it; at step 300 the link from block1
+    carries nothing for 5 s. The run finishes and block1's target lag shows the outage."""
+    reason = _can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    svcs = services(COMPOSE)
+    names = ["rendezvous", *blocks(svcs)]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    hosts = Hosts(names)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    envs = {n: {**os.environ, **{k: str(v) for k, v in (svcs[n].get("environment") or {}).items()}} for n in names}
+    fault = ["--inject-fault", "block=2,step=300,kind=partition,seconds=5"]
+    try:
+        procs["rendezvous"] = hosts.run("rendezvous", _container_argv(svcs["rendezvous"], runs), envs["rendezvous"],
+                                        tmp_path / "rendezvous.log")  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not hosts.check("rendezvous", _healthcheck_argv(svcs["rendezvous"]), envs["rendezvous"]):
+            assert time.monotonic() < deadline, (tmp_path / "rendezvous.log").read_text()
+            time.sleep(0.5)
+        for n in names[1:]:
+            procs[n] = hosts.run(n, [*_container_argv(svcs[n], runs), *fault], envs[n], tmp_path / f"{n}.log")
+        deadline = time.monotonic() + 240
+        while any(procs[n].poll() is None for n in names[1:]):
+            assert time.monotonic() < deadline, "the cluster did not finish in 240 s"
+            time.sleep(0.5)
+        logs = {n: (tmp_path / f"{n}.log").read_text() for n in names[1:]}
+        assert all(procs[n].returncode == 0 for n in names[1:]), {n: logs[n][-2000:] for n in logs}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        hosts.close()
+    assert re.search(r"fault proxy tcp://127\.77\.\d+\.\d+:\d+ -> block2:5555: partitioned for 5\.0s", logs["block2"])
+    summary = json.loads((runs / "compose" / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert summary["blocks"][1]["lag_seconds"]["max"] >= 4.5, summary["blocks"][1]["lag_seconds"]

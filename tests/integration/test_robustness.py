@@ -20,9 +20,10 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dni_dist import checkpoint
+from dni_dist import checkpoint, manifest
 from dni_dist.messages import Kind, Marker, MarkerKind, Message, decode, encode
 from dni_dist.rendezvous import Rendezvous
+from dni_dist.worker.attempts import PeerKeys
 
 from .helpers import alive, children_of, free_port, port_open, run_launch, start_launch
 
@@ -87,7 +88,8 @@ def test_live_worker_rejects_and_counts_malformed_frames_and_keeps_training(tmp_
     rdv = Rendezvous.host("127.0.0.1", run=RUN)
     ctx: zmq.Context[Any] = zmq.Context()
     grads = ctx.socket(zmq.PULL)
-    rdv.publish("block0/grad", f"tcp://127.0.0.1:{grads.bind_to_random_port('tcp://127.0.0.1')}")
+    rdv.add("block0/attempts", 1)  # this test plays block 0's first incarnation
+    rdv.publish(PeerKeys.key(0, 0, "grad"), f"tcp://127.0.0.1:{grads.bind_to_random_port('tcp://127.0.0.1')}")
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(rdv.port)}
     worker = subprocess.Popen(
         [sys.executable, "-m", "dni_dist.worker", "--block", "1", "--blocks", "2", "--config-json",
@@ -99,7 +101,7 @@ def test_live_worker_rejects_and_counts_malformed_frames_and_keeps_training(tmp_
     push.setsockopt(zmq.LINGER, 0)
     state = {"step": 0, "bad": 0}
     try:
-        push.connect(rdv.lookup("block1/act", timeout_s=60))
+        push.connect(rdv.lookup(PeerKeys.key(1, 0, "act"), timeout_s=60))
 
         def attack(kinds: list[str]) -> None:
             for kind in kinds:
@@ -133,7 +135,9 @@ def test_live_worker_rejects_and_counts_malformed_frames_and_keeps_training(tmp_
         ctx.destroy(linger=0)
     stats = json.loads((tmp_path / "blocks" / "block1.json").read_text())
     assert stats["steps"] == STEPS  # every valid step trained
-    state_dict = checkpoint.load(checkpoint.block_path(tmp_path, 1))["stages"][0]["module"]
+    final = checkpoint.latest_block_file(tmp_path, 1)
+    assert final is not None, "block 1 wrote its checkpoint at the end"
+    state_dict = checkpoint.load(final)["stages"][0]["module"]
     assert all(torch.isfinite(t).all() for t in state_dict.values()), "the final checkpoint is finite"
     assert sum(stats["rejected"].values()) == state["bad"], (stats["rejected"], state)  # every bad one counted once
     assert set(stats["rejected"]) == {
@@ -152,14 +156,13 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_every_block_with_a_checkpoint_and_resume_continues(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
+def test_ctrl_c_stops_every_block_at_one_step_and_resume_continues_after_it(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
     port = free_port()
     out = tmp_path / "run"
     args = ["--blocks", "4", "--method", "sg", "--width", "32", "--batch-size", "32", "--checkpoint-every", "20"]
     proc = start_launch([*args, "--steps", "1000000", "--metrics-port", str(port)], out)
     reaper.append(proc)
-    ckpts = [checkpoint.block_path(out, k) for k in range(4)]
-    _wait_for(lambda: all(p.is_file() for p in ckpts), 90, "a first checkpoint from every block")
+    _wait_for(lambda: manifest.latest(out) is not None, 90, "a first complete checkpoint")
     kids = children_of(proc.pid)
     assert len(kids) == 4
     assert all(port_open(port + k) for k in range(4))
@@ -170,10 +173,12 @@ def test_ctrl_c_stops_every_block_with_a_checkpoint_and_resume_continues(tmp_pat
     assert not [k for k in range(4) if port_open(port + k)], "a metrics port is still open"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "stopped"
-    stopped_at = [checkpoint.load(p)["stages"][0]["last_step"] for p in ckpts]
-    assert all(s >= 19 for s in stopped_at)
-    # resume: continues after the furthest step any block reached, to the new total
-    total = max(stopped_at) + 1 + 15
+    man = manifest.latest(out)  # the stop is a consistent cut: every block saved the same step
+    assert man is not None and man.step >= 19 and summary["final"]["checkpoint_step"] == man.step
+    assert [checkpoint.load_block(man.path_of(k)).step for k in range(4)] == [man.step] * 4
+    assert all(b["last_step"] <= man.step for b in summary["blocks"])
+    # resume: continues after that step, to the new total
+    total = man.step + 1 + 15
     resumed = run_launch([*args, "--steps", str(total), "--resume"], out)
     assert resumed["status"] == "finished"
     assert [b["restarts"] for b in resumed["blocks"]] == [1, 1, 1, 1]
@@ -181,8 +186,10 @@ def test_ctrl_c_stops_every_block_with_a_checkpoint_and_resume_continues(tmp_pat
     assert resumed["blocks"][0]["steps"] == summary["blocks"][0]["steps"] + 15
 
 
-def test_a_dead_worker_stops_the_run_and_names_the_block(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
-    proc = start_launch(["--blocks", "3", "--method", "sg", "--width", "32", "--steps", "1000000"], tmp_path)
+def test_a_dead_worker_without_restarts_stops_the_run_and_names_the_block(tmp_path: Path, reaper: list) -> None:  # type: ignore[type-arg]
+    proc = start_launch(
+        ["--blocks", "3", "--method", "sg", "--width", "32", "--steps", "1000000", "--max-restarts", "0"], tmp_path
+    )
     reaper.append(proc)
     logs = [tmp_path / "logs" / f"block{k}.log" for k in range(3)]
     _wait_for(lambda: all(p.is_file() and " up" in p.read_text() for p in logs), 90, "all blocks up")

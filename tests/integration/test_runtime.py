@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dni_dist import checkpoint
+from dni_dist import checkpoint, manifest
 from dni_dist.locking import TABLE1
 
 from .helpers import run_launch
@@ -18,8 +18,10 @@ TINY = ["--width", "64", "--batch-size", "32", "--threads", "1"]
 
 
 def _assert_same_checkpoints(a: Path, b: Path, blocks: int) -> None:
+    ma, mb = manifest.latest(a), manifest.latest(b)
+    assert ma is not None and mb is not None and ma.step == mb.step
     for k in range(blocks):
-        sa, sb = (checkpoint.load(checkpoint.block_path(d, k))["stages"] for d in (a, b))
+        sa, sb = (checkpoint.load(m.path_of(k))["stages"] for m in (ma, mb))
         for x, y in zip(sa, sb):
             for key in ("module", "sg"):
                 if x[key] is None:

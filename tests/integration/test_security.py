@@ -134,7 +134,8 @@ def test_a_forged_endpoint_in_the_store_is_refused_and_nobody_is_redirected(tmp_
     forger = Rendezvous.connect(
         "127.0.0.1", rdv.port, run="r1", secret=os.urandom(32)
     )  # knows the store, not the secret
-    forger.publish("block1/act", trap_endpoint)
+    forger.add("block1/attempts", 1)  # counters are not signed: it can pretend block 1 started...
+    forger.publish("block1/0/act", trap_endpoint)  # ...but cannot sign the endpoint it offers
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"model": {"depth": 2, "width": 16}, "data": {"name": "mnist", "subset": True},
                                   "split": {"placement": "even", "stages": 2}, "run": {"steps": 5}}))  # fmt: skip
@@ -147,14 +148,14 @@ def test_a_forged_endpoint_in_the_store_is_refused_and_nobody_is_redirected(tmp_
         )  # fmt: skip
         said = worker.stdout + worker.stderr
         assert worker.returncode != 0
-        assert "'block1/act'" in said and "failed authentication" in said, said[-3000:]
+        assert "'block1/0/act'" in said and "failed authentication" in said, said[-3000:]
         assert not trap.poll(500), "the worker sent something to the forged endpoint"
     finally:
         ctx.destroy(linger=0)
-    with pytest.raises(RendezvousError, match="'block1/act' of run r1 failed authentication"):
-        rdv.lookup("block1/act", timeout_s=1)
-    rdv.publish("block1/act", "tcp://127.0.0.1:1")  # the real owner can still publish and be read
-    assert rdv.lookup("block1/act", timeout_s=1) == "tcp://127.0.0.1:1"
+    with pytest.raises(RendezvousError, match="'block1/0/act' of run r1 failed authentication"):
+        rdv.lookup("block1/0/act", timeout_s=1)
+    rdv.publish("block1/0/act", "tcp://127.0.0.1:1")  # the real owner can still publish and be read
+    assert rdv.lookup("block1/0/act", timeout_s=1) == "tcp://127.0.0.1:1"
 
 
 def test_the_store_listens_only_where_it_was_asked() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dni_dist.messages import Kind, Marker, MarkerKind, Message
-from dni_dist.worker.screen import Screen, finite_state
+from dni_dist.worker.screen import Screen
 
 X, Y = torch.zeros(4, 8), torch.zeros(4, 10)
 
@@ -40,10 +40,3 @@ def test_markers_only_at_the_real_end_and_for_steps_reached() -> None:
     assert s.reason(Marker(MarkerKind.END, 0, 0), last_forward=5) == "early_end"
     assert s.reason(Marker(MarkerKind.DONE, 5, 2), last_forward=5) is None
     assert s.reason(Marker(MarkerKind.DONE, 6, 2), last_forward=5) == "bad_marker"
-
-
-def test_finite_state_looks_into_nested_state_dicts() -> None:
-    good = [{"module": {"w": torch.ones(2)}, "optimizer": {"state": {0: {"step": torch.tensor(3)}}}, "sg": None}]
-    assert finite_state(good)
-    bad = [{"module": {"w": torch.ones(2)}, "sg": {"A": torch.tensor([[0.0, float("nan")]])}}]
-    assert not finite_state(bad)

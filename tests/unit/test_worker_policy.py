@@ -18,9 +18,9 @@ from dni_dist.worker.admission import Admission
 X, Y = torch.rand(4, 784), F.one_hot(torch.arange(4) % 10, 10).float()
 
 
-def block0() -> Block:
+def block0(method: str = "sg") -> Block:
     cfg = config_from_dict({"model": {"depth": 2, "width": 8}, "split": {"placement": "even", "stages": 2},
-                            "credit": {"method": "sg"}, "data": {"name": "mnist", "subset": True}})  # fmt: skip
+                            "credit": {"method": method}, "data": {"name": "mnist", "subset": True}})  # fmt: skip
     topo = Topology.from_config(cfg, input_dim=784, num_classes=10)
     return Block(topo, topo.build_stages(cfg, input_dim=784, num_classes=10)[:1], first=0)
 
@@ -54,6 +54,33 @@ def test_target_timeout_waits_then_gives_up_on_a_late_target() -> None:
     time.sleep(0.25)
     assert adm.credit_ok(block) and adm.dropped["timeout"] == 1
     assert list(block.stages[0].pending) == [1]
+
+
+def test_a_locked_stage_gives_up_on_a_lost_gradient_after_the_target_timeout() -> None:
+    block, adm = block0("bp"), Admission(RuntimeConfig(target_timeout_s=0.2), blocks=2)
+    block.feed(0, X, Y)  # bp: locked until block 1's gradient of step 0 arrives
+    assert adm.why_not(block, next_step=1, end_step=9, send_backlog=0, hwm=4) == "gradient"
+    adm.expire(block)
+    assert block.has_pending() and not adm.dropped  # not late yet
+    time.sleep(0.25)
+    adm.expire(block)
+    assert not block.has_pending() and adm.dropped["timeout"] == 1
+    assert adm.why_not(block, next_step=1, end_step=9, send_backlog=0, hwm=4) is None  # moves on
+    assert adm.stale_target(0) and adm.dropped["stale_target"] == 1  # the gradient, if it comes late
+    never = Admission(RuntimeConfig(target_timeout_s=0), blocks=2)
+    block.feed(1, X, Y)
+    time.sleep(0.01)
+    never.expire(block)
+    assert block.has_pending()  # 0 = wait forever
+
+
+def test_a_restarted_block_counts_targets_of_its_previous_life_as_stale_and_remembers_boundedly() -> None:
+    adm = Admission(RuntimeConfig(max_inflight=2), blocks=2)
+    assert not adm.stale_target(3)  # a first incarnation: an unknown target is a protocol error
+    adm.restarted, adm.first_step = True, 10
+    assert adm.stale_target(3) and not adm.stale_target(12)
+    adm.remember(list(range(100)), "lost")
+    assert adm.dropped["lost"] == 100 and len(adm.dropped_steps) <= 10 * 2
 
 
 def test_lockstep_feeds_the_next_step_only_after_every_block_finished_the_last() -> None:
