@@ -120,6 +120,8 @@ class Worker:
     def _handle(self, item: Message | Marker) -> None:
         """Use one received message; whatever is wrong with it is a counted rejection, never a crash."""
         why = self.screen.reason(item, last_forward=self.last_forward)
+        if why == "early_end" and self.stop.requests:  # a stop ends the run early, at block 0's cut
+            why = None
         if why is not None:
             self.screen.reject(why, item, "not acceptable here")
             return

@@ -90,6 +90,8 @@ class Saver:
     def save(self, step: int, stages: list[dict[str, Any]], *, steps: int, samples: int, restarts: int) -> Path | None:
         """Write this block's state after `step`; None (and an error in the log) when refused,
         or when that step's checkpoint is complete already (a block restarted at the end)."""
+        if step in self.saved:  # a stop's cut can fall on a periodic checkpoint's step: count it once
+            return None
         if (checkpoint.generation_dir(self.wcfg.out, step) / manifest.MANIFEST).is_file():
             log.info("%s the checkpoint of step %d is complete already; not rewriting it", self.prefix, step)
             return None

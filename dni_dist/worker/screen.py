@@ -10,7 +10,8 @@ adds what only the running block knows:
 - step_window: an activation outside (last step forwarded, that + window] or past the run's end,
   or a gradient / output error for a step this block has not forwarded yet;
 - duplicate_step: an activation for a step already forwarded;
-- early_end: an END marker before the run's last step; bad_marker: DONE or CHECKPOINT for a step
+- early_end: an END marker before the run's last step, unless this block was asked to stop too
+  (a stop ends every block at block 0's cut; the worker makes that exception); bad_marker: DONE or CHECKPOINT for a step
   this block has not reached.
 """
 

@@ -260,19 +260,21 @@ def test_a_compose_block_restarted_on_failure_rejoins_the_others(tmp_path: Path)
     names = ["rendezvous", *blocks(svcs)]
     runs = tmp_path / "runs"
     runs.mkdir()
+    keys = generate(tmp_path / "keys", blocks=len(blocks(svcs)))
     hosts = Hosts(names)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     envs = {n: {**os.environ, **{k: str(v) for k, v in (svcs[n].get("environment") or {}).items()}} for n in names}
     first = runs / "compose" / "checkpoints" / "step-000000199" / "manifest.json"
     try:
-        procs["rendezvous"] = hosts.run("rendezvous", _container_argv(svcs["rendezvous"], runs), envs["rendezvous"],
+        store_argv = _container_argv(svcs["rendezvous"], runs, keys)
+        procs["rendezvous"] = hosts.run("rendezvous", store_argv, envs["rendezvous"],
                                         tmp_path / "rendezvous.log")  # fmt: skip
         deadline = time.monotonic() + 60
         while not hosts.check("rendezvous", _healthcheck_argv(svcs["rendezvous"]), envs["rendezvous"]):
             assert time.monotonic() < deadline, (tmp_path / "rendezvous.log").read_text()
             time.sleep(0.5)
         for n in names[1:]:
-            procs[n] = hosts.run(n, _container_argv(svcs[n], runs), envs[n], tmp_path / f"{n}.log")
+            procs[n] = hosts.run(n, _container_argv(svcs[n], runs, keys), envs[n], tmp_path / f"{n}.log")
         kept = {n: procs[n].pid for n in names[1:] if n != "block2"}
         deadline = time.monotonic() + 240
         while not first.is_file():
@@ -280,7 +282,7 @@ def test_a_compose_block_restarted_on_failure_rejoins_the_others(tmp_path: Path)
             time.sleep(0.2)
         procs["block2"].kill()
         assert procs["block2"].wait(timeout=30) == -9
-        procs["block2"] = hosts.run("block2", _container_argv(svcs["block2"], runs), envs["block2"],
+        procs["block2"] = hosts.run("block2", _container_argv(svcs["block2"], runs, keys), envs["block2"],
                                     tmp_path / "block2-restarted.log")  # fmt: skip
         while any(procs[n].poll() is None for n in names[1:]):
             assert time.monotonic() < deadline, "the cluster did not finish in 240 s"
@@ -313,19 +315,21 @@ def test_a_partition_between_two_namespace_hosts_heals(tmp_path: Path) -> None:
     names = ["rendezvous", *blocks(svcs)]
     runs = tmp_path / "runs"
     runs.mkdir()
+    keys = generate(tmp_path / "keys", blocks=len(blocks(svcs)))
     hosts = Hosts(names)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     envs = {n: {**os.environ, **{k: str(v) for k, v in (svcs[n].get("environment") or {}).items()}} for n in names}
     fault = ["--inject-fault", "block=2,step=300,kind=partition,seconds=5"]
     try:
-        procs["rendezvous"] = hosts.run("rendezvous", _container_argv(svcs["rendezvous"], runs), envs["rendezvous"],
+        store_argv = _container_argv(svcs["rendezvous"], runs, keys)
+        procs["rendezvous"] = hosts.run("rendezvous", store_argv, envs["rendezvous"],
                                         tmp_path / "rendezvous.log")  # fmt: skip
         deadline = time.monotonic() + 60
         while not hosts.check("rendezvous", _healthcheck_argv(svcs["rendezvous"]), envs["rendezvous"]):
             assert time.monotonic() < deadline, (tmp_path / "rendezvous.log").read_text()
             time.sleep(0.5)
         for n in names[1:]:
-            procs[n] = hosts.run(n, [*_container_argv(svcs[n], runs), *fault], envs[n], tmp_path / f"{n}.log")
+            procs[n] = hosts.run(n, [*_container_argv(svcs[n], runs, keys), *fault], envs[n], tmp_path / f"{n}.log")
         deadline = time.monotonic() + 240
         while any(procs[n].poll() is None for n in names[1:]):
             assert time.monotonic() < deadline, "the cluster did not finish in 240 s"
