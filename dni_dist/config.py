@@ -317,6 +317,11 @@ class TrainConfig:
             _check(
                 classes == 2, "model.loss", f"'bce' needs a two-class dataset; {self.data.name} has {classes} classes"
             )
+        _check(
+            self.synthetic.kind != "conv" or self.model.kind == "cnn" or bool(self.model.factory),
+            "synthetic.kind",
+            f"'conv' needs [N, C, H, W] activations; model.kind = {self.model.kind} has flat ones (use auto or linear)",
+        )
         if self.model.kind == "cnn" or self.model.factory not in ("", GIVEN_STAGES):
             from dni_dist.topology import Topology  # late import: shapes come from one sample batch
 

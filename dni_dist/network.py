@@ -103,6 +103,13 @@ def inspect_layers(
     return Layout(tuple(shapes), cuts, tuple(tuple(unmirrorable_layers(layer)) for layer in layers))
 
 
+def _given_stages() -> ConfigError:
+    return ConfigError(
+        "model.factory: these stages were handed to dni_dist.train(stages=...) and exist only in that "
+        "process; name a factory (model.factory = 'file.py:build') to build them elsewhere"
+    )
+
+
 def build_network(
     model: ModelConfig, *, input_dim: int, num_classes: int, image_shape: tuple[int, ...] | None, seed: int
 ) -> tuple[list[nn.Module], tuple[int, ...] | None]:
@@ -111,10 +118,7 @@ def build_network(
     A factory's layers run one sample batch under the same seed, so lazy modules are
     materialised identically in every process before any optimizer sees them."""
     if model.factory == GIVEN_STAGES:
-        raise ConfigError(
-            "model.factory: these stages were handed to dni_dist.train(stages=...) and exist only in that "
-            "process; name a factory (model.factory = 'file.py:build') to build them elsewhere"
-        )
+        raise _given_stages()
     if model.factory:
         model_input = image_shape or (input_dim,)
         layers, cuts = call_factory(
@@ -153,6 +157,8 @@ def model_layout(
 ) -> Layout:
     """Layer shapes of a cnn (arithmetic) or a factory model (one sample batch, cached per file
     version, so validating a config and building its topology call the factory once)."""
+    if model.factory == GIVEN_STAGES:
+        raise _given_stages()
     if model.factory:
         stamp = file_stamp(model.factory)
         shape = None if image_shape is None else tuple(image_shape)
