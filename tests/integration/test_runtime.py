@@ -20,7 +20,7 @@ def _assert_same_checkpoints(a: Path, b: Path, blocks: int) -> None:
     for k in range(blocks):
         sa, sb = (checkpoint.load(checkpoint.block_path(d, k))["stages"] for d in (a, b))
         for x, y in zip(sa, sb):
-            for key in ("block", "sg"):
+            for key in ("module", "sg"):
                 if x[key] is None:
                     assert y[key] is None
                     continue
