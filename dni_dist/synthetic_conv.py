@@ -8,10 +8,16 @@ or "auto" on a conv net's interfaces).
 `layers` hidden Conv2d(kernel, 'same' padding) + ReLU layers with `channels` channels, then a
 Conv2d back to C channels whose weights and bias start at zero, so a fresh module predicts the
 zero gradient, as the linear SG does. Label conditioning appends the one-hot label as
-constant channels (K extra input channels, each the label's 0/1 over the whole H x W map).
+constant channels (K extra input channels, each the label's 0/1 over the whole H x W map),
+and adds a learned gradient map per label, y·M with M: [K, C·H·W] (zero-initialised, the
+linear SG's y·C term): shared conv weights see the same constant label channels everywhere,
+so without M the label's contribution could not depend on the position, while the true
+gradient does (the layers above weight every position differently).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -46,10 +52,14 @@ class ConvSGNet(nn.Module):
         assert out.bias is not None
         nn.init.zeros_(out.bias)
         self.net = nn.Sequential(*parts, out)
+        self.label_map = nn.Parameter(torch.zeros(label_dim, math.prod(act_shape))) if use_y else None
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _, height, width = self.act_shape
         inputs = [h] if self.use_h else []
         if self.use_y:
             inputs.append(y[:, :, None, None].expand(-1, -1, height, width))
-        return self.net(torch.cat(inputs, dim=1))  # type: ignore[no-any-return]
+        out: torch.Tensor = self.net(torch.cat(inputs, dim=1))
+        if self.label_map is not None:
+            out = out + (y @ self.label_map).view(out.shape)
+        return out
