@@ -23,10 +23,12 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 METHODS = ("bp", "sg", "sg_beta", "fa", "dfa", "kb")
 """Credit-assignment methods of an interface (docs/design.md)."""
 
-MODEL_KINDS = ("linear", "deep-linear", "mlp")
+MODEL_KINDS = ("linear", "deep-linear", "mlp", "cnn")
 PLACEMENTS = ("none", "middle", "every", "even", "output", "explicit")
-SG_KINDS = ("linear", "mlp", "sigmoid")
+SG_KINDS = ("auto", "linear", "mlp", "conv", "sigmoid")
 CONDITIONINGS = ("activation+label", "activation", "label")
+GIVEN_STAGES = "<stages>"
+"""`model.factory` of a run whose stage modules were handed to `dni_dist.train(stages=[...])`."""
 
 
 class ConfigError(ValueError):
@@ -44,16 +46,24 @@ def _one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
 
 @dataclass(kw_only=True, frozen=True)
 class ModelConfig:
-    """The network before it is cut into stages. Input/output sizes come from the data."""
+    """The network before it is cut into stages. Input/output sizes come from the data.
 
-    kind: str = "mlp"  # linear | deep-linear | mlp
-    depth: int = 6  # hidden layers (ignored by `linear`)
-    width: int = 512  # units per hidden layer
+    Your own network: `factory = "pkg.module:build"` or `"path/to/file.py:build"` names a
+    function returning a list of stage modules, an nn.Sequential, or (nn.Sequential, split
+    points); `kind` and its fields are then ignored (docs/models.md)."""
+
+    kind: str = "mlp"  # linear | deep-linear | mlp | cnn
+    depth: int = 6  # hidden layers (ignored by `linear`); cnn: Conv-BN-ReLU layers
+    width: int = 512  # units per hidden layer; cnn: channels of every conv layer unless `channels` is set
     activation: str = "relu"  # relu | tanh (mlp only)
     batch_norm: bool = True  # Linear -> BatchNorm -> activation, as in the paper's MNIST nets
     # ce (softmax cross-entropy) | mse (mean over batch and outputs) | bce (two-class data only: one
     # output logit z, sigmoid cross-entropy; the paper's "single output neuron" variant, App. C)
     loss: str = "ce"
+    channels: tuple[int, ...] = ()  # cnn: output channels of each conv layer (one per layer; empty: `width`)
+    pool: tuple[int, ...] = ()  # cnn: conv layers (1-based) followed by a 2x2 max-pool
+    factory: str = ""  # your own model: "pkg.module:build" or "path/to/file.py:build" (replaces `kind`)
+    layers: int = 0  # factory: layers it yields; found by probing it when the TrainConfig is validated
 
     def __post_init__(self) -> None:
         _one_of(self.kind, MODEL_KINDS, "model.kind")
@@ -62,10 +72,43 @@ class ModelConfig:
         _check(self.width >= 1, "model.width", f"must be >= 1, got {self.width}")
         _one_of(self.activation, ("relu", "tanh"), "model.activation")
         _one_of(self.loss, ("ce", "mse", "bce"), "model.loss")
+        cnn = self.kind == "cnn"
+        _check(not self.channels or cnn, "model.channels", "only model.kind = 'cnn' has conv channels")
+        _check(all(c >= 1 for c in self.channels), "model.channels", f"must all be >= 1, got {list(self.channels)}")
+        _check(
+            not self.channels or len(self.channels) == self.depth,
+            "model.channels",
+            f"lists {len(self.channels)} conv layers but model.depth = {self.depth}; give one per layer",
+        )
+        _check(not self.pool or cnn, "model.pool", "only model.kind = 'cnn' pools")
+        _check(
+            list(self.pool) == sorted(set(self.pool)) and all(1 <= p <= self.depth for p in self.pool),
+            "model.pool",
+            f"must be strictly increasing conv layer numbers in 1..{self.depth}, got {list(self.pool)}",
+        )
+        _check(
+            not self.factory or self.factory == GIVEN_STAGES or ":" in self.factory.strip(":"),
+            "model.factory",
+            f"got {self.factory!r}; expected 'pkg.module:function' or 'path/to/file.py:function'",
+        )
+        _check(self.layers >= 0, "model.layers", f"must be >= 0, got {self.layers}")
+        _check(
+            not self.layers or bool(self.factory),
+            "model.layers",
+            "is filled in from model.factory; leave it unset for built-in models (use model.depth)",
+        )
 
     @property
     def num_layers(self) -> int:
-        """Layers the model is made of: the hidden ones plus the output layer."""
+        """Layers the model is made of: the hidden ones plus the output layer (cnn: the conv
+        layers plus the linear head; factory: what the factory yields)."""
+        if self.factory:
+            _check(
+                self.layers >= 1,
+                "model.layers",
+                "unknown until the factory is probed; build the whole TrainConfig (load_recipe, config_from_dict)",
+            )
+            return self.layers
         return 1 if self.kind == "linear" else self.depth + 1
 
 
@@ -147,10 +190,14 @@ class CreditConfig:
 class SyntheticConfig:
     """The synthetic-gradient module of every `sg`/`sg_beta` interface."""
 
-    kind: str = "linear"  # linear (zero-init) | mlp | sigmoid (σ(linear) − y, for log loss at the output)
+    # auto: conv for [N, C, H, W] activations, linear otherwise | linear (zero-init) | mlp | conv
+    # (conv layers, the last zero-init) | sigmoid (σ(linear) − y, for log loss at the output)
+    kind: str = "auto"
     conditioning: str = "activation+label"  # activation+label (cDNI) | activation | label
     hidden: int = 1024  # mlp: units per hidden layer
-    layers: int = 2  # mlp: hidden layers
+    layers: int = 2  # mlp: hidden layers; conv: hidden conv layers (0: one zero-init conv)
+    channels: int = 64  # conv: channels of each hidden conv layer
+    kernel: int = 3  # conv: kernel size (odd: 'same' padding keeps H x W)
     optimizer: str = "adam"
     lr: float = 1e-3
 
@@ -158,7 +205,10 @@ class SyntheticConfig:
         _one_of(self.kind, SG_KINDS, "synthetic.kind")
         _one_of(self.conditioning, CONDITIONINGS, "synthetic.conditioning")
         _check(self.hidden >= 1, "synthetic.hidden", "must be >= 1")
-        _check(self.layers >= 1, "synthetic.layers", "must be >= 1")
+        conv = self.kind in ("conv", "auto")
+        _check(self.layers >= (0 if conv else 1), "synthetic.layers", f"must be >= {0 if conv else 1}")
+        _check(self.channels >= 1, "synthetic.channels", f"must be >= 1, got {self.channels}")
+        _check(self.kernel >= 1 and self.kernel % 2 == 1, "synthetic.kernel", f"must be odd, got {self.kernel}")
         _one_of(self.optimizer, ("adam", "sgd"), "synthetic.optimizer")
         _check(self.lr > 0, "synthetic.lr", f"must be > 0, got {self.lr}")
         _check(
@@ -192,12 +242,14 @@ class OptimConfig:
 class DataConfig:
     """What to train on. Artificial sets are named <labels><dim>, e.g. linear2, noisy100, random2."""
 
-    name: str = "mnist"  # mnist | grid2 | {linear,noisy,random}{2,100,...}
+    name: str = "mnist"  # mnist | fashion-mnist | grid2 | {linear,noisy,random}{2,100,...}
     batch_size: int = 128  # 0 = full batch
-    data_dir: str = "~/.cache/dni_dist/mnist"  # IDX files; the bundled subset is the fallback
-    download: bool = True  # fetch IDX files when missing (and the network allows)
+    # IDX files; "" = the dataset's own place: ~/.cache/dni_dist/mnist for mnist (the bundled subset is
+    # the fallback), /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist) for fashion-mnist
+    data_dir: str = ""
+    download: bool = True  # mnist: fetch IDX files when missing (and the network allows)
     mirror: str = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-    subset: bool = False  # force the bundled 5,000-image subset even if full MNIST is present
+    subset: bool = False  # mnist: force the bundled 5,000-image subset even if full MNIST is present
 
     def __post_init__(self) -> None:
         from dni_dist.data import parse_dataset_name  # late import: data imports config
@@ -207,6 +259,11 @@ class DataConfig:
         except ValueError as e:
             raise ConfigError(f"data.name: {e}") from None
         _check(self.batch_size >= 0, "data.batch_size", "must be >= 0 (0 = full batch)")
+        _check(
+            not self.subset or self.name == "mnist",
+            "data.subset",
+            f"only mnist has a bundled subset; {self.name} is always read in full",
+        )
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -282,6 +339,12 @@ class TrainConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
+        if self.model.factory and self.model.factory != GIVEN_STAGES:
+            from dni_dist.network import resolve_factory  # late import: it imports config
+
+            model, split = resolve_factory(self)  # how many layers, and the factory's split points
+            object.__setattr__(self, "model", model)
+            object.__setattr__(self, "split", split)
         cuts = self.split.resolve(self.model.num_layers)
         methods = self.credit.methods(len(cuts))
         _check(
@@ -298,6 +361,15 @@ class TrainConfig:
             _check(
                 classes == 2, "model.loss", f"'bce' needs a two-class dataset; {self.data.name} has {classes} classes"
             )
+        _check(
+            self.synthetic.kind != "conv" or self.model.kind == "cnn" or bool(self.model.factory),
+            "synthetic.kind",
+            f"'conv' needs [N, C, H, W] activations; model.kind = {self.model.kind} has flat ones (use auto or linear)",
+        )
+        if self.model.kind == "cnn" or self.model.factory not in ("", GIVEN_STAGES):
+            from dni_dist.topology import Topology  # late import: shapes come from one sample batch
+
+            Topology.for_data(self)  # ConfigError when a method cannot apply to this model
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,7 +40,7 @@ from dni_dist.losses import accuracy, get_loss, output_width
 from dni_dist.messages import Kind, Message
 from dni_dist.optim import lr_factor, make_optimizer
 from dni_dist.records import LagLog, Recent
-from dni_dist.synthetic import SyntheticGradient
+from dni_dist.synthetic import SyntheticGradient, make_synthetic_gradient
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,22 @@ class StageSpec:
     num_stages: int
     in_method: str | None  # method of the interface above this stage's input (None for stage 0)
     out_method: str | None  # method of the interface on this stage's output (None for the last)
-    in_dim: int
-    out_dim: int
+    in_dim: int  # elements of one example's input (the product of in_shape)
+    out_dim: int  # elements of one example's output
     num_classes: int
     loss: str = "ce"
     beta: float = 0.0
     feedback_scale: float = 1.0
     broadcast_error: bool = False  # last stage: send e = ∂L/∂ŷ to dfa/kb stages
+    in_shape: tuple[int, ...] = ()  # one example's input, e.g. (C, H, W); () means (in_dim,)
+    out_shape: tuple[int, ...] = ()  # one example's output; () means (out_dim,)
+
+    def __post_init__(self) -> None:
+        for name, dim in (("in_shape", self.in_dim), ("out_shape", self.out_dim)):
+            shape = getattr(self, name) or (dim,)
+            if math.prod(shape) != dim:
+                raise ValueError(f"stage {self.index}: {name} {shape} has {math.prod(shape)} elements, not {dim}")
+            object.__setattr__(self, name, tuple(shape))
 
     @property
     def num_outputs(self) -> int:
@@ -165,14 +174,7 @@ class Stage:
             # an MLP SG's hidden layers are random: seed them from run.seed, never from the global RNG
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed * 1009 + spec.index + 500_009)
-                self.sg = SyntheticGradient(
-                    kind=synthetic.kind,
-                    conditioning=synthetic.conditioning,
-                    act_dim=spec.out_dim,
-                    label_dim=spec.num_classes,
-                    hidden=synthetic.hidden,
-                    layers=synthetic.layers,
-                )
+                self.sg = make_synthetic_gradient(synthetic, act_shape=spec.out_shape, label_dim=spec.num_classes)
             sg_cfg = OptimConfig(name=synthetic.optimizer, lr=synthetic.lr)
             self.sg_optimizer = make_optimizer(list(self.sg.parameters()), sg_cfg)
         self.feedback: torch.Tensor | None = None
@@ -223,9 +225,9 @@ class Stage:
                 f"{self.prefix} step {step}: expected {self.dtype} input and labels, got {x.dtype} and {y.dtype}",
                 reason="wrong_dtype",
             )
-        if x.dim() != 2 or x.shape[1] != spec.in_dim or y.shape != (x.shape[0], spec.num_classes):
+        if tuple(x.shape[1:]) != spec.in_shape or y.shape != (x.shape[0], spec.num_classes):
             raise ProtocolError(
-                f"{self.prefix} step {step}: expected input [N, {spec.in_dim}] and labels "
+                f"{self.prefix} step {step}: expected input [N, {', '.join(map(str, spec.in_shape))}] and labels "
                 f"[N, {spec.num_classes}], got {tuple(x.shape)} and {tuple(y.shape)}",
                 reason="wrong_shape",
             )
@@ -275,7 +277,8 @@ class Stage:
         self.stats.lags.append(LagRecord(msg.step, self.last_step - msg.step, time.monotonic() - entry.sent_at))
         if msg.kind is Kind.OUTPUT_ERROR:
             assert self.feedback is not None
-            return self._update(msg.step, entry.x, entry.h, msg.tensor @ self.feedback, waited="output_error")
+            g = (msg.tensor @ self.feedback).view(entry.h.shape)  # e·B, one flat row per example
+            return self._update(msg.step, entry.x, entry.h, g, waited="output_error")
         if spec.out_method == "sg":
             self._train_sg(msg.step, entry.h, entry.y, msg.tensor, beta=None)
             return []

@@ -2,6 +2,7 @@
 
     sg = SyntheticGradient(kind="linear", conditioning="activation+label", act_dim=512, label_dim=10)
     s = sg(h, y)            # [N, 512]; zero for a fresh linear module
+    sg = make_synthetic_gradient(SyntheticConfig(), act_shape=(32, 14, 14), label_dim=10)  # auto: conv
 
 - linear: SG(h, y) = h·A + y·C + b with A, C, b initialised to zero (the paper's choice: a
   fresh SG predicts 0 and leaves the block below unchanged).
@@ -9,14 +10,50 @@
 - sigmoid: SG(z, y) = σ(z·A + y·C + b) − y, for log loss at the output (paper §4). It models
   ∂L/∂logits = p − y, whose linear fit fails on separable data; it needs dim(h) = dim(y), or
   one logit and two classes (`bce`), where it is σ(·) − y₁ with y₁ the positive class.
+- conv: for [N, C, H, W] activations, a few conv layers, the last zero-initialised, with the
+  label as constant channels (dni_dist/synthetic_conv.py).
+- auto (the config default): conv for [N, C, H, W] activations, linear otherwise.
 
-Conditioning picks the inputs: activation+label (cDNI), activation only, or label only.
+Conditioning picks the inputs: activation+label (cDNI), activation only, or label only. The
+linear, mlp and sigmoid modules see an activation of any rank as a flat vector per example.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from dni_dist.config import SyntheticConfig
+from dni_dist.synthetic_conv import ConvSGNet
+
+
+def resolve_kind(kind: str, act_shape: tuple[int, ...]) -> str:
+    """The SG kind for an activation of per-example shape `act_shape` ("auto": conv for images)."""
+    if kind == "auto":
+        return "conv" if len(act_shape) == 3 else "linear"
+    if kind == "conv" and len(act_shape) != 3:
+        raise ValueError(
+            f"'conv' needs [N, C, H, W] activations, this interface carries [N, {', '.join(map(str, act_shape))}]; "
+            "use auto, linear or mlp"
+        )
+    return kind
+
+
+def make_synthetic_gradient(cfg: SyntheticConfig, *, act_shape: tuple[int, ...], label_dim: int) -> SyntheticGradient:
+    """The SG module `cfg` describes for one interface (raises ValueError when the kind does not fit)."""
+    return SyntheticGradient(
+        kind=resolve_kind(cfg.kind, act_shape),
+        conditioning=cfg.conditioning,
+        act_dim=math.prod(act_shape),
+        label_dim=label_dim,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        act_shape=act_shape,
+        channels=cfg.channels,
+        kernel=cfg.kernel,
+    )
 
 
 class SyntheticGradient(nn.Module):
@@ -29,6 +66,9 @@ class SyntheticGradient(nn.Module):
         label_dim: int,
         hidden: int = 1024,
         layers: int = 2,
+        act_shape: tuple[int, ...] | None = None,  # conv: (C, H, W)
+        channels: int = 64,  # conv: hidden channels
+        kernel: int = 3,  # conv: kernel size
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -45,6 +85,7 @@ class SyntheticGradient(nn.Module):
         self.C: nn.Parameter | None = None
         self.b: nn.Parameter | None = None
         self.mlp: nn.Sequential | None = None
+        self.conv: ConvSGNet | None = None
         if kind in ("linear", "sigmoid"):
             self.A = nn.Parameter(torch.zeros(act_dim, act_dim)) if self.use_h else None
             self.C = nn.Parameter(torch.zeros(label_dim, act_dim)) if self.use_y else None
@@ -59,8 +100,20 @@ class SyntheticGradient(nn.Module):
             nn.init.zeros_(out.weight)
             nn.init.zeros_(out.bias)
             self.mlp = nn.Sequential(*parts, out)
+        elif kind == "conv":
+            if act_shape is None or math.prod(act_shape) != act_dim:
+                raise ValueError(f"a conv SG needs act_shape (C, H, W) with {act_dim} elements, got {act_shape}")
+            self.conv = ConvSGNet(
+                act_shape=act_shape,
+                label_dim=label_dim,
+                use_h=self.use_h,
+                use_y=self.use_y,
+                channels=channels,
+                layers=layers,
+                kernel=kernel,
+            )
         else:
-            raise ValueError(f"unknown SG kind {kind!r}; expected linear, mlp or sigmoid")
+            raise ValueError(f"unknown SG kind {kind!r}; expected linear, mlp, conv or sigmoid")
 
     def _linear(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         assert self.b is not None
@@ -70,6 +123,13 @@ class SyntheticGradient(nn.Module):
         return out
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.conv is not None:
+            return self.conv(h, y)  # type: ignore[no-any-return]
+        if h.dim() > 2:  # a vector SG on a conv/sequence activation: one flat vector per example
+            return self._vector(h.flatten(1), y).view(h.shape)
+        return self._vector(h, y)
+
+    def _vector(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.mlp is not None:
             inputs = [t for t, use in ((h, self.use_h), (y, self.use_y)) if use]
             return self.mlp(torch.cat(inputs, dim=1))  # type: ignore[no-any-return]
@@ -87,6 +147,9 @@ class SyntheticGradient(nn.Module):
         makes the block holding it the slowest one of a decoupled pipeline."""
         if self.kind != "linear" or self.b is None:
             raise ValueError(f"closed-form SG gradients exist only for a linear SG module, not {self.kind!r}")
+        if h.dim() > 2:
+            flat, loss = self.regression_grads(h.flatten(1), y, target.flatten(1))
+            return flat.view(h.shape), loss
         pred = self._linear(h, y)
         residual = pred - target
         scale = 2.0 / residual.numel()  # d mean(r²) / dr = 2r / numel

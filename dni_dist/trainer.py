@@ -5,6 +5,7 @@
     from dni_dist import train, load_recipe
     result = train(load_recipe("launch/mnist-sg.toml"))
     print(result.test_accuracy, result.locking())
+    result = train(load_recipe("launch/fashion-cnn.toml"), stages=[block1, block2, head])  # your own modules
 
 This is the reference schedule ("lockstep"): step t's batch enters stage 0 and every message it
 causes is delivered before step t+1 begins. It is deterministic for a seed, and the ZeroMQ
@@ -13,20 +14,23 @@ runtime in lockstep mode must reproduce it exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from dni_dist.block import Block
-from dni_dist.config import TrainConfig
+from dni_dist.config import GIVEN_STAGES, ModelConfig, SplitConfig, TrainConfig
 from dni_dist.data import BatchStream, Dataset, load_dataset
 from dni_dist.locking import locking
 from dni_dist.losses import accuracy, get_loss
 from dni_dist.models import assemble
+from dni_dist.recipes import config_from_dict
 from dni_dist.stage import Stage, StageStats
 from dni_dist.topology import Topology
 
@@ -52,6 +56,7 @@ class TrainResult:
     evals: list[EvalPoint] = field(default_factory=list)
     samples: int = 0  # training examples seen
     wall_seconds: float = 0.0
+    eval_seconds: float = 0.0  # of wall_seconds, spent on the run.eval_every test evaluations
 
     @property
     def test_loss(self) -> float:
@@ -77,6 +82,8 @@ class TrainResult:
             "methods": list(self.topology.methods),
             "cuts": list(self.topology.cuts),
             "wall_seconds": self.wall_seconds,
+            "eval_seconds": self.eval_seconds,
+            "evals": [{"step": e.step, "test_loss": e.loss, "test_accuracy": e.accuracy} for e in self.evals],
             "final": {
                 "train_loss": self.train_loss[-1],
                 "test_loss": self.test_loss,
@@ -105,13 +112,34 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batc
     return EvalPoint(step=-1, loss=total_loss / x.shape[0], accuracy=correct / x.shape[0])
 
 
+def given_stages_config(cfg: TrainConfig, num_stages: int) -> TrainConfig:
+    """`cfg` for a model handed in as `num_stages` stage modules: one stage each."""
+    model = ModelConfig(factory=GIVEN_STAGES, layers=num_stages, loss=cfg.model.loss)
+    split = SplitConfig(placement="every") if num_stages > 1 else SplitConfig(placement="none")
+    return dataclasses.replace(cfg, model=model, split=split)
+
+
 def train(
-    cfg: TrainConfig,
+    cfg: TrainConfig | None = None,
     *,
+    stages: Sequence[nn.Module] | None = None,
+    overrides: Mapping[str, Any] | None = None,
     dataset: Dataset | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train `cfg` in one process; `progress(step, loss)` is called after every step."""
+    """Train `cfg` (default: the built-in defaults, plus `overrides` such as {"credit.method": "bp"})
+    in one process; `progress(step, loss)` is called after every step.
+
+    `stages`: your own stage modules, trained in place instead of the config's model (its
+    [model] and [split] are then unused, except model.loss). Stage 0 gets N x C x H x W images
+    from an image dataset, flat rows otherwise; the last stage must output the logits. To run
+    them as one process per block, name a factory that builds them (`model.factory`)."""
+    if cfg is None or overrides:
+        cfg = config_from_dict(cfg.to_dict() if cfg is not None else {}, overrides)
+    if stages is not None:
+        if not stages or not all(isinstance(m, nn.Module) for m in stages):
+            raise TypeError("train(stages=...) takes a non-empty list of torch.nn.Module, one per stage")
+        cfg = given_stages_config(cfg, len(stages))
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     ds = dataset or load_dataset(
@@ -121,12 +149,13 @@ def train(
         mirror=cfg.data.mirror,
         subset=cfg.data.subset,
     )
-    topo = Topology.from_config(cfg, input_dim=ds.input_dim, num_classes=ds.num_classes)
-    stages = topo.build_stages(cfg, input_dim=ds.input_dim, num_classes=ds.num_classes)
-    pipeline = Block(topo, stages, first=0)
-    model = assemble([s.module for s in stages])  # type: ignore[misc]
+    dim, classes, image = ds.input_dim, ds.num_classes, ds.image_shape
+    topo = Topology.from_config(cfg, input_dim=dim, num_classes=classes, image_shape=image, layers=stages)
+    built = topo.build_stages(cfg, input_dim=dim, num_classes=classes, image_shape=image, layers=stages)
+    pipeline = Block(topo, built, first=0)
+    model = assemble([s.module for s in built])  # type: ignore[misc]
     batches = iter(BatchStream(ds.x_train, ds.labels_train, ds.num_classes, cfg.data.batch_size, cfg.run.seed))
-    result = TrainResult(cfg, model, stages, topo, ds.source, [], [])
+    result = TrainResult(cfg, model, built, topo, ds.source, [], [])
     y_test = ds.y_test
     log.info(
         "training %s on %s: %d stages, interfaces %s",
@@ -136,7 +165,7 @@ def train(
         ", ".join(f"after layer {c}: {m}" for c, m in zip(topo.cuts, topo.methods)) or "none (plain backprop)",
     )
     start = time.perf_counter()
-    last = stages[-1].stats.train
+    last = built[-1].stats.train
     for step in range(cfg.run.steps):
         x, y = next(batches)
         pipeline.feed(step, x, y)
@@ -145,8 +174,10 @@ def train(
         result.train_loss.append(loss)
         result.train_accuracy.append(acc)
         if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and step + 1 < cfg.run.steps:
+            eval_start = time.perf_counter()
             point = evaluate(model, ds.x_test, y_test, cfg.model.loss)
             result.evals.append(EvalPoint(step + 1, point.loss, point.accuracy))
+            result.eval_seconds += time.perf_counter() - eval_start
         if progress is not None:
             progress(step, loss)
     result.wall_seconds = time.perf_counter() - start

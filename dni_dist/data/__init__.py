@@ -1,16 +1,20 @@
-"""Datasets: the paper's artificial sets, a 2-D grid for implied-loss plots, and MNIST.
+"""Datasets: the paper's artificial sets, a 2-D grid for implied-loss plots, MNIST and Fashion-MNIST.
 
     from dni_dist.data import load_dataset
     ds = load_dataset("noisy100")          # 1,000 points in 100-D, 10 % labels flipped
     ds = load_dataset("mnist", subset=True)  # the bundled 5,000-image subset, 4,000/1,000 split
+    ds = load_dataset("fashion-mnist")     # 60,000/10,000 from /usr/share/datasets/fashion-mnist
 
 Every dataset comes as tensors with one-hot float targets (`y_*`) and integer labels
-(`labels_*`). Artificial data is generated from a fixed seed per name, so every run on
-"linear2" sees the same 100 points; the run's seed only drives initialisation and batching.
+(`labels_*`). Inputs are flat vectors [n, d]; image sets also give `image_shape` (C, H, W), which
+a model that takes images (the cnn, most factories) restores with a leading nn.Unflatten.
+Artificial data is generated from a fixed seed per name, so every run on "linear2" sees the
+same 100 points; the run's seed only drives initialisation and batching.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from collections.abc import Iterator
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 import torch
 
 ARTIFICIAL_LABELS = ("linear", "noisy", "random")
+IMAGE_SETS = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
+"""Image datasets and the (channels, height, width) of one image."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class Dataset:
     labels_test: torch.Tensor
     num_classes: int
     source: str  # where the data came from, for logs and summaries
+    image_shape: tuple[int, ...] | None = None  # (C, H, W) of the flat rows of an image dataset
 
     @property
     def input_dim(self) -> int:
@@ -50,14 +57,14 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def parse_dataset_name(name: str) -> tuple[str, int]:
     """Split a dataset name into (family, dimension); raises ValueError with the valid names."""
-    if name == "mnist":
-        return ("mnist", 784)
+    if name in IMAGE_SETS:
+        return (name, math.prod(IMAGE_SETS[name]))
     if name == "grid2":
         return ("grid", 2)
     m = re.fullmatch(r"(linear|noisy|random)(\d+)", name)
     if m is None or int(m.group(2)) < 1:
         raise ValueError(
-            f"unknown dataset {name!r}; expected mnist, grid2 or an artificial set "
+            f"unknown dataset {name!r}; expected mnist, fashion-mnist, grid2 or an artificial set "
             f"{{{','.join(ARTIFICIAL_LABELS)}}}<dim> such as linear2 or noisy100"
         )
     return (m.group(1), int(m.group(2)))
@@ -66,7 +73,13 @@ def parse_dataset_name(name: str) -> tuple[str, int]:
 def dataset_shape(name: str) -> tuple[int, int]:
     """(input dimension, number of classes) of a dataset, without loading it."""
     family, dim = parse_dataset_name(name)
-    return (dim, 10) if family == "mnist" else (dim, 2)
+    return (dim, 10) if family in IMAGE_SETS else (dim, 2)
+
+
+def dataset_image_shape(name: str) -> tuple[int, ...] | None:
+    """(C, H, W) of one image of an image dataset, None for vector data (without loading it)."""
+    parse_dataset_name(name)
+    return IMAGE_SETS.get(name)
 
 
 def _name_seed(name: str) -> int:
@@ -106,18 +119,25 @@ def grid(points_per_side: int = 20, extent: float = 2.0) -> tuple[torch.Tensor, 
 def load_dataset(
     name: str,
     *,
-    data_dir: str = "~/.cache/dni_dist/mnist",
+    data_dir: str = "",
     download: bool = True,
     mirror: str = "https://ossci-datasets.s3.amazonaws.com/mnist/",
     subset: bool = False,
 ) -> Dataset:
     """Load a dataset by name. Artificial and grid data are trained and tested on the same
-    points (the paper's experiments are about optimisation, not generalisation)."""
+    points (the paper's experiments are about optimisation, not generalisation). An empty
+    `data_dir` means the dataset's own place (see DataConfig.data_dir)."""
     family, dim = parse_dataset_name(name)
     if family == "mnist":
-        from dni_dist.data.mnist import load_mnist
+        from dni_dist.data.mnist import DEFAULT_DIR, load_mnist
 
-        return load_mnist(data_dir=data_dir, download=download, mirror=mirror, subset=subset)
+        return load_mnist(data_dir=data_dir or DEFAULT_DIR, download=download, mirror=mirror, subset=subset)
+    if family == "fashion-mnist":
+        from dni_dist.data.fashion import load_fashion_mnist
+
+        if subset:
+            raise ValueError("fashion-mnist has no bundled subset (data.subset is for mnist)")
+        return load_fashion_mnist(data_dir=data_dir)
     if family == "grid":
         x, labels = grid()
         source = "2-D grid, ring labels"
@@ -156,9 +176,11 @@ class BatchStream:
 
 __all__ = [
     "ARTIFICIAL_LABELS",
+    "IMAGE_SETS",
     "BatchStream",
     "Dataset",
     "artificial",
+    "dataset_image_shape",
     "dataset_shape",
     "grid",
     "load_dataset",

@@ -35,6 +35,7 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _IDX_DTYPES = {0x08: np.uint8}
+DEFAULT_DIR = "~/.cache/dni_dist/mnist"
 SUBSET_TEST_PER_CLASS = 100  # 1,000 of the 5,000 bundled images are held out for testing
 
 
@@ -67,7 +68,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
 
 
-def _find(data_dir: Path, stem: str) -> Path | None:
+def find_idx(data_dir: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz"):
         if (data_dir / name).is_file():
             return data_dir / name
@@ -78,7 +79,7 @@ def download_mnist(data_dir: Path, mirror: str, timeout: float = 30.0) -> None:
     """Fetch the four .gz IDX files from `mirror` into `data_dir` (atomic per file)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     for stem in FILES.values():
-        if _find(data_dir, stem) is not None:
+        if find_idx(data_dir, stem) is not None:
             continue
         url = mirror.rstrip("/") + "/" + stem + ".gz"
         log.info("downloading %s", url)
@@ -95,14 +96,16 @@ def download_mnist(data_dir: Path, mirror: str, timeout: float = 30.0) -> None:
                 os.unlink(tmp)
 
 
-def _to_dataset(name: str, xtr: np.ndarray, ltr: np.ndarray, xte: np.ndarray, lte: np.ndarray, source: str) -> Dataset:
+def to_dataset(name: str, xtr: np.ndarray, ltr: np.ndarray, xte: np.ndarray, lte: np.ndarray, source: str) -> Dataset:
     def images(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32) / 255.0)
 
     def labels(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.int64))
 
-    return Dataset(name, images(xtr), labels(ltr), images(xte), labels(lte), num_classes=10, source=source)
+    return Dataset(
+        name, images(xtr), labels(ltr), images(xte), labels(lte), num_classes=10, source=source, image_shape=(1, 28, 28)
+    )
 
 
 def load_subset() -> Dataset:
@@ -117,7 +120,7 @@ def load_subset() -> Dataset:
     is_test[test_idx] = True
     train_idx = rng.permutation(np.flatnonzero(~is_test))
     test_idx = rng.permutation(test_idx)
-    return _to_dataset(
+    return to_dataset(
         "mnist",
         images[train_idx],
         labels[train_idx],
@@ -129,7 +132,7 @@ def load_subset() -> Dataset:
 
 def load_mnist(
     *,
-    data_dir: str = "~/.cache/dni_dist/mnist",
+    data_dir: str = DEFAULT_DIR,
     download: bool = True,
     mirror: str = "https://ossci-datasets.s3.amazonaws.com/mnist/",
     subset: bool = False,
@@ -137,18 +140,18 @@ def load_mnist(
     if subset:
         return load_subset()
     root = Path(data_dir).expanduser()
-    if download and any(_find(root, s) is None for s in FILES.values()):
+    if download and any(find_idx(root, s) is None for s in FILES.values()):
         try:
             download_mnist(root, mirror)
         except (OSError, urllib.error.URLError, DataError) as e:
             log.warning("MNIST download from %s failed (%s); using the bundled 5,000-image subset", mirror, e)
-    paths = {k: _find(root, s) for k, s in FILES.items()}
+    paths = {k: find_idx(root, s) for k, s in FILES.items()}
     if any(p is None for p in paths.values()):
         missing = [FILES[k] for k, p in paths.items() if p is None]
         log.info("MNIST IDX files not found in %s (%s); using the bundled subset", root, ", ".join(missing))
         return load_subset()
     arrays = {k: read_idx(p) for k, p in paths.items() if p is not None}
-    return _to_dataset(
+    return to_dataset(
         "mnist",
         arrays["train_images"],
         arrays["train_labels"],
