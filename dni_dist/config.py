@@ -339,12 +339,11 @@ class TrainConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
-        if self.model.factory and self.model.factory != GIVEN_STAGES:
-            from dni_dist.network import resolve_factory  # late import: it imports config
-
-            model, split = resolve_factory(self)  # how many layers, and the factory's split points
-            object.__setattr__(self, "model", model)
-            object.__setattr__(self, "split", split)
+        """Cross-section checks that need only the config. A model factory is resolved, and a
+        cnn or factory model checked on one sample batch, by recipes.config_from_dict (the modules
+        that do it import this one); until then the checks that need its layers wait."""
+        if self.model.factory and self.model.layers < 1:
+            return
         cuts = self.split.resolve(self.model.num_layers)
         methods = self.credit.methods(len(cuts))
         _check(
@@ -366,10 +365,6 @@ class TrainConfig:
             "synthetic.kind",
             f"'conv' needs [N, C, H, W] activations; model.kind = {self.model.kind} has flat ones (use auto or linear)",
         )
-        if self.model.kind == "cnn" or self.model.factory not in ("", GIVEN_STAGES):
-            from dni_dist.topology import Topology  # late import: shapes come from one sample batch
-
-            Topology.for_data(self)  # ConfigError when a method cannot apply to this model
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dni_dist.config import (
+    GIVEN_STAGES,
     ConfigError,
     CreditConfig,
     DataConfig,
@@ -30,6 +31,8 @@ from dni_dist.config import (
     SyntheticConfig,
     TrainConfig,
 )
+from dni_dist.network import resolve_factory
+from dni_dist.topology import Topology
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -113,7 +116,19 @@ def config_from_dict(tree: Mapping[str, Any], overrides: Mapping[str, Any] | Non
         if section not in _SECTION_TYPES or not key:
             raise ConfigError(f"{dotted}: overrides are 'section.field', sections: {', '.join(_SECTION_TYPES)}")
         merged[section][key] = value
-    return TrainConfig(**{s: _build_section(s, v) for s, v in merged.items()})
+    return resolve(TrainConfig(**{s: _build_section(s, v) for s, v in merged.items()}))
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """A config whose model can be built: a factory (`model.factory`) is called once to learn its
+    layers and split points, and a cnn or factory model is checked on one sample batch
+    (ConfigError when a method cannot apply to it)."""
+    if cfg.model.factory and cfg.model.factory != GIVEN_STAGES:
+        model, split = resolve_factory(cfg)  # how many layers, and the factory's split points
+        cfg = dataclasses.replace(cfg, model=model, split=split)
+    if cfg.model.kind == "cnn" or cfg.model.factory not in ("", GIVEN_STAGES):
+        Topology.for_data(cfg)
+    return cfg
 
 
 def load_recipe(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:

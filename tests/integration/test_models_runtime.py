@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dni_dist import checkpoint
+from dni_dist import checkpoint, manifest
 
 from .helpers import LAUNCH, SMALL, run_launch
 
@@ -33,8 +33,10 @@ TINY = ["--batch-size", "16", "--steps", "12", "--seed", "3", "--threads", "1", 
 
 def _assert_same_checkpoints(a: Path, b: Path, blocks: int) -> int:
     compared = 0
+    ma, mb = manifest.latest(a), manifest.latest(b)
+    assert ma is not None and mb is not None and ma.step == mb.step
     for k in range(blocks):
-        sa, sb = (checkpoint.load(checkpoint.block_path(d, k))["stages"] for d in (a, b))
+        sa, sb = (checkpoint.load(m.path_of(k))["stages"] for m in (ma, mb))
         for x, y in zip(sa, sb):
             for key in ("module", "sg"):
                 assert (x[key] is None) == (y[key] is None)

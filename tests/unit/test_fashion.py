@@ -23,6 +23,7 @@ FULL = pytest.mark.skipif(
 
 def _write_small_set(root: Path, n_train: int = 40, n_test: int = 20) -> None:
     rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
         stem = "train" if split == "train" else "t10k"
         write_idx(root / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
