@@ -50,5 +50,6 @@ for _ in range(5):
         res[c].append(run(c))
 p, c = statistics.median(res[False]), statistics.median(res[True])
 print(
-    f"256 KiB message, send+recv in one thread: plain {p * 1e3:.3f} ms, CURVE {c * 1e3:.3f} ms, extra {1e3 * (c - p):.3f} ms ({256 / 1024 / c:.0f} MiB/s encrypted)"
+    f"256 KiB message, send+recv in one thread: plain {p * 1e3:.3f} ms, CURVE {c * 1e3:.3f} ms, "
+    f"extra {1e3 * (c - p):.3f} ms ({256 / 1024 / c:.0f} MiB/s encrypted)"
 )
