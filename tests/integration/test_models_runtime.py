@@ -50,6 +50,7 @@ def _assert_same_checkpoints(a: Path, b: Path, blocks: int) -> int:
     ("model", "method"),
     [("factory", "sg"), ("cnn", "fa")],
 )
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_conv_model_lockstep_run_equals_in_process_run(model: str, method: str, tmp_path: Path) -> None:
     if model == "factory":
