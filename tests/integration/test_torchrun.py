@@ -58,10 +58,12 @@ def test_a_torchrun_gang_restart_resumes_from_the_newest_complete_checkpoint(tmp
     if torchrun is None:
         pytest.skip("torchrun is not on PATH")
     out = tmp_path / "gang"
+    keys = generate(tmp_path / "keys", blocks=2)
     cmd = [torchrun, "--nnodes", "1", "--nproc-per-node", "2", "--max-restarts", "1",
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
            "-m", "dni_dist.worker", "--recipe", str(ROOT / "launch/demo.toml"), "--steps", "120", "--width", "64",
-           "--checkpoint-every", "20", "--inject-fault", "block=1,step=70,kind=kill", "--out", str(out)]  # fmt: skip
+           "--checkpoint-every", "20", "--inject-fault", "block=1,step=70,kind=kill", "--out", str(out),
+           "--keys", str(keys)]  # fmt: skip
     env = {**os.environ, "DNI_HOST": "127.0.0.1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
