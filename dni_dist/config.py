@@ -296,6 +296,7 @@ class RuntimeConfig:
     checkpoint_every: int = 0  # steps between consistent checkpoints (0: only at the end or on stop)
     keep_checkpoints: int = 3  # complete checkpoint generations kept; older ones are deleted
     peer_timeout_s: float = 15.0  # liveness: a block silent this long is hung; a worker alone gives up
+    start_timeout_s: float = 120.0  # liveness: a block not reporting this long after its start is hung
     max_restarts: int = 3  # dni-launch: restarts of one block (dead or hung) before the run fails
     inject_fault: str = ""  # tests: block=I,step=S,kind=kill|exit|hang|partition|delay|drop (dni_dist.faults)
     drain_timeout_s: float = 60.0  # after the last step: how long to wait for outstanding targets
@@ -313,7 +314,7 @@ class RuntimeConfig:
         _check(
             self.max_restarts >= 0, "runtime.max_restarts", f"must be >= 0 (0 = no restart), got {self.max_restarts}"
         )
-        for name in ("peer_timeout_s", "drain_timeout_s", "progress_every_s"):
+        for name in ("peer_timeout_s", "start_timeout_s", "drain_timeout_s", "progress_every_s"):
             _check(getattr(self, name) > 0, f"runtime.{name}", f"must be > 0, got {getattr(self, name)}")
         _check(
             self.progress_every_s < self.peer_timeout_s,

@@ -45,6 +45,7 @@ from dni_dist.transport import Curve, secure
 from dni_dist.worker.attempts import PeerKeys
 
 log = logging.getLogger(__name__)
+STALL_FACTOR = 4  # the run is stuck when every block has waited this many peer timeouts (supervisor.py)
 
 
 class LaunchError(RuntimeError):
@@ -193,7 +194,8 @@ def launch_zmq(cfg: TrainConfig, opts: LaunchOptions, console: Console) -> dict[
         sup = Supervisor(
             plans=[(p.block, p.log_path) for p in plans], procs=procs, router=router, steps=cfg.run.steps,
             console=console, live=opts.live, stop_timeout_s=opts.stop_timeout_s, respawn=respawn,
-            max_restarts=rt.max_restarts, peer_timeout_s=rt.peer_timeout_s,
+            max_restarts=rt.max_restarts, peer_timeout_s=rt.peer_timeout_s, start_timeout_s=rt.start_timeout_s,
+            stall_after_s=STALL_FACTOR * rt.peer_timeout_s,
         )  # fmt: skip
         failed = sup.run()
     finally:
@@ -205,6 +207,9 @@ def launch_zmq(cfg: TrainConfig, opts: LaunchOptions, console: Console) -> dict[
             auth.stop()
         ctx.destroy(linger=0)
     wall = time.monotonic() - start
+    if sup.stalled is not None:
+        raise LaunchError(f"the run was stopped because it is stuck: {sup.stalled}. Each block's log is in "
+                          f"{opts.logs}; the latest complete checkpoint resumes with --resume")  # fmt: skip
     if failed is not None:
         p = plans[failed]
         raise LaunchError(

@@ -2,18 +2,26 @@
 restart a block that died or hung, stop on Ctrl-C / SIGTERM or when a block is beyond restarting.
 
     sup = Supervisor(plans=[(0, log0), (1, log1)], procs=procs, router=router, steps=500,
-                     console=console, live=False, respawn=spawn, max_restarts=3, peer_timeout_s=15)
+                     console=console, live=False, respawn=spawn, max_restarts=3, peer_timeout_s=15,
+                     start_timeout_s=120, stall_after_s=60)
     failed = sup.run()     # None, or the block that failed for good
     sup.restarts           # one entry per restart: block, attempt, cause, exit code, pids, when
 
 [Note: liveness]
 Every worker reports from its loop every `runtime.progress_every_s` (0.5 s): that report is its
 heartbeat (a report carries the sender's pid, so a dead incarnation's late report is not taken
-for the new one's). A block whose heartbeat stops for `runtime.peer_timeout_s` after its first
-report (SIGSTOP, a deadlock, a step that never returns) is declared hung and SIGKILLed; like a
-block that exits non-zero or is killed, it is restarted alone (`respawn`) until it has been
-restarted `max_restarts` times; one failure more stops the run. The other blocks keep their
+for the new one's). A block is declared hung and SIGKILLed when its heartbeat stops for
+`runtime.peer_timeout_s` (SIGSTOP, a deadlock, a step that never returns), or when a process
+has not reported at all `runtime.start_timeout_s` after it was started (stuck before its loop).
+Like a block that exits non-zero or is killed, it is restarted alone (`respawn`) until it has
+been restarted `max_restarts` times; one failure more stops the run. The other blocks keep their
 processes: they re-dial the new incarnation through the rendezvous (dni_dist.worker.rejoin).
+
+A block that reports but waits (for an activation, a gradient, the end) is not hung: it waits
+for a neighbour, and the neighbour is the one watched. But when every running block has reported
+and every one has been waiting for `stall_after_s` (4 x peer_timeout_s under dni-launch), the
+run as a whole is stuck (a message lost for good, a bug): it is stopped, with an error that says
+what each block waits for, rather than left running forever; its checkpoints allow --resume.
 """
 
 from __future__ import annotations
@@ -59,6 +67,8 @@ class Supervisor:
     respawn: Callable[[int, str], subprocess.Popen[bytes]] | None = None  # (block, cause) -> new process
     max_restarts: int = 0
     peer_timeout_s: float = 15.0
+    start_timeout_s: float = 120.0
+    stall_after_s: float = 60.0
     progress: dict[int, dict[str, Any]] = field(default_factory=dict)
     stop_requested: int = 0
     stop_sent_at: float | None = None
@@ -66,6 +76,11 @@ class Supervisor:
     restarts: list[dict[str, Any]] = field(default_factory=list)
     heard: dict[int, float] = field(default_factory=dict)  # block -> last report of its current process
     hung: set[int] = field(default_factory=set)  # blocks SIGKILLed for silence, not yet restarted
+    spawned: dict[int, float] = field(default_factory=dict)  # block -> start of its current process
+    stalled: str | None = None  # why the run was stopped as stuck (see [Note: liveness])
+
+    def __post_init__(self) -> None:
+        self.spawned = {block: self.started for block in range(len(self.procs))}
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         self.stop_requested += 1
@@ -103,16 +118,37 @@ class Supervisor:
         return sum(r["block"] == block for r in self.restarts)
 
     def check_liveness(self) -> None:
-        """SIGKILL a block whose heartbeat stopped for peer_timeout_s (it is then restarted)."""
+        """SIGKILL a block whose heartbeat stopped for peer_timeout_s, or that never reported within
+        start_timeout_s of its start (it is then restarted)."""
         now = time.monotonic()
         for block, proc in enumerate(self.procs):
-            last = self.heard.get(block)
-            if last is None or proc.poll() is not None or block in self.hung or now - last <= self.peer_timeout_s:
+            if proc.poll() is not None or block in self.hung:
                 continue
-            log.error("block %d is hung: no heartbeat for %.1fs (pid %d, last step %s); killing it", block,
-                      now - last, proc.pid, self.progress.get(block, {}).get("step"))  # fmt: skip
+            last = self.heard.get(block)
+            if last is None and now - self.spawned[block] > self.start_timeout_s:
+                log.error("block %d is hung: no report %.1fs after its start (pid %d); killing it", block,
+                          now - self.spawned[block], proc.pid)  # fmt: skip
+            elif last is not None and now - last > self.peer_timeout_s:
+                log.error("block %d is hung: no heartbeat for %.1fs (pid %d, last step %s); killing it", block,
+                          now - last, proc.pid, self.progress.get(block, {}).get("step"))  # fmt: skip
+            else:
+                continue
             self.hung.add(block)
             proc.kill()
+
+    def check_stall(self) -> None:
+        """Stop the run when every running block has reported and waits for `stall_after_s`."""
+        running = [b for b, proc in enumerate(self.procs) if proc.poll() is None]
+        if not running or any(b not in self.heard or b in self.hung for b in running):
+            return  # a block is starting or being replaced: its neighbours are meant to wait
+        idle = {b: float(self.progress[b].get("idle_s") or 0.0) for b in running}
+        if min(idle.values()) < self.stall_after_s:
+            return
+        waits = "; ".join(f"block {b} waits for {self.progress[b].get('waiting')} ({idle[b]:.0f}s, last step "
+                          f"{self.progress[b].get('step')})" for b in running)  # fmt: skip
+        self.stalled = f"no block did anything for {min(idle.values()):.0f}s: {waits}"
+        log.error("the run is stuck (%s); stopping it", self.stalled)
+        self.send_stop()
 
     def exited(self, block: int, rc: int) -> bool:
         """A block's process ended with `rc` != 0: restart it if allowed; False if it failed for good."""
@@ -124,6 +160,7 @@ class Supervisor:
         self.heard.pop(block, None)
         new = self.respawn(block, cause)
         self.procs[block] = new
+        self.spawned[block] = time.monotonic()
         detail = f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals() else f"exit {rc}"
         self.restarts.append({
             "block": block, "attempt": self.restarts_of(block) + 1, "cause": cause, "detail": detail, "exit_code": rc,
@@ -147,6 +184,7 @@ class Supervisor:
                 self.drain_progress(100)
                 if self.stop_sent_at is None:
                     self.check_liveness()
+                    self.check_stall()
                 for (block, _), proc in zip(self.plans, list(self.procs)):
                     rc = proc.poll()
                     if (

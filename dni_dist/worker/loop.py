@@ -91,7 +91,8 @@ class Worker:
         self.end_step: int | None = None  # last step of the run, once known
         self.ended = False  # `end` fed (block 0) or received and passed on (the others)
         self.last_forward = -1
-        self.started = time.monotonic()
+        self.started = self.active_at = time.monotonic()  # active_at: when the loop last did something
+        self.waiting: str | None = None  # what the loop waits for now (None: it is working)
         self.saver = Saver(cfg, wcfg, first=self.first, last=self.last)
         self.links = Links(self.prefix)
         self.faults = faults.parse(cfg.runtime.inject_fault)
@@ -239,6 +240,7 @@ class Worker:
             kind, block=self.k, step=self.last_forward, steps=self.steps, samples_per_second=self.samples / elapsed,
             queue=self.edges.backlog, rejected=sum(self.rejected().values()),
         )  # fmt: skip
+        payload.update(idle_s=round(time.monotonic() - self.active_at, 2), waiting=self.waiting)
         self.edges.report({**payload, **extra})
         self.telemetry.publish(self.edges, self.admission.dropped, inflight=self.block.inflight())
 
@@ -271,7 +273,8 @@ class Worker:
             self._propagate_done()
             now = time.monotonic()
             if progressed:
-                last_heard = now
+                last_heard = self.active_at = now
+            self.waiting = None if progressed else why or "idle"
             if self._finished():
                 break
             if self.ended and why in ("drain", "activation"):

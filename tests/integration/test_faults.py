@@ -31,7 +31,13 @@ def run_with_pids(args: list[str], out: Path, reaper: list) -> tuple[dict, dict[
             if "--block" in argv:
                 pids.setdefault(int(argv[argv.index("--block") + 1]), pid)
         time.sleep(0.1)
-    output, _ = proc.communicate(timeout=300)
+    try:
+        output, _ = proc.communicate(timeout=200)  # under pytest's 300 s: what went wrong gets printed
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        logs = "\n".join(f"--- {p.name}:\n{p.read_text()[-3000:]}" for p in sorted((out / "logs").glob("*.log")))
+        pytest.fail(f"dni-launch still running after 200 s:\n{output[-4000:]}\n{logs}")
     assert proc.returncode == 0, output[-4000:]
     return json.loads((out / "summary.json").read_text()), pids, output
 

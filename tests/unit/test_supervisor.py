@@ -64,3 +64,40 @@ def test_dead_and_hung_blocks_are_restarted_alone_until_the_budget_is_spent(tmp_
             p.kill()
             p.wait()
         ctx.destroy(linger=0)
+
+
+def test_a_block_that_never_reports_is_hung_and_a_run_where_every_block_waits_is_stopped(tmp_path: Path) -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    router.bind("inproc://sup2")
+    dealer.connect("inproc://sup2")
+    procs = [sleeper(), sleeper()]
+    sup = Supervisor(plans=[(0, tmp_path / "0.log"), (1, tmp_path / "1.log")], procs=procs, router=router, steps=10,
+                     console=Console(file=None, quiet=True), live=False, peer_timeout_s=30, start_timeout_s=0.5,
+                     stall_after_s=5)  # fmt: skip
+    try:
+
+        def report(block: int, idle_s: float, waiting: str | None) -> None:
+            dealer.send(msgpack.packb({"type": "progress", "block": block, "step": 3, "pid": procs[block].pid,
+                                       "idle_s": idle_s, "waiting": waiting}))  # fmt: skip
+            sup.drain_progress(1000)
+
+        report(0, 0.0, None)
+        time.sleep(0.6)
+        sup.check_liveness()  # block 1 never reported: stuck before its loop
+        assert sup.hung == {1} and procs[1].wait(timeout=10) == -9 and procs[0].poll() is None
+        procs[1] = sleeper()  # as if restarted
+        sup.hung.clear()
+        report(1, 0.0, None)
+        report(0, 9.0, "gradient")
+        sup.check_stall()
+        assert sup.stalled is None, "block 1 is working: not stuck"
+        report(1, 6.0, "activation")
+        sup.check_stall()
+        assert sup.stalled is not None and "block 0 waits for gradient (9s" in sup.stalled
+        assert "block 1 waits for activation (6s" in sup.stalled and sup.stop_sent_at is not None
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        ctx.destroy(linger=0)
