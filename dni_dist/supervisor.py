@@ -86,10 +86,13 @@ class Supervisor:
         self.stop_requested += 1
         log.info("launcher got %s: stopping every block (checkpoints are written)", signal.Signals(signum).name)
 
-    def send_stop(self) -> None:
+    def send_stop(self, *, failed: bool = False) -> None:
+        """Stop every block: at a consistent final cut, or at once when the run `failed` (a block
+        is gone for good or the run is stuck: no cut can be taken; the last complete one stays)."""
+        stop = msgpack.packb({"type": "stop", "now": failed})
         for block, _ in self.plans:
             with contextlib.suppress(zmq.ZMQError):  # gone or not connected: the signal below reaches it
-                self.router.send_multipart([f"block-{block}".encode(), msgpack.packb({"type": "stop"})], zmq.NOBLOCK)
+                self.router.send_multipart([f"block-{block}".encode(), stop], zmq.NOBLOCK)
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -148,7 +151,7 @@ class Supervisor:
                           f"{self.progress[b].get('step')})" for b in running)  # fmt: skip
         self.stalled = f"no block did anything for {min(idle.values()):.0f}s: {waits}"
         log.error("the run is stuck (%s); stopping it", self.stalled)
-        self.send_stop()
+        self.send_stop(failed=True)
 
     def exited(self, block: int, rc: int) -> bool:
         """A block's process ended with `rc` != 0: restart it if allowed; False if it failed for good."""
@@ -195,7 +198,7 @@ class Supervisor:
                     ):
                         failed = block
                         log.error("block %d exited with %s; stopping the run", block, rc)
-                        self.send_stop()
+                        self.send_stop(failed=True)
                 if self.stop_requested and self.stop_sent_at is None:
                     self.send_stop()
                 if self.stop_sent_at is not None and (

@@ -67,6 +67,7 @@ class Edges:
         self.err_pub: ZmqSender | None = None
         self.control: zmq.Socket[Any] | None = None
         self.control_rejects = 0
+        self.stop_now = False  # the launcher said the run failed: leave without a final checkpoint
         self.keys = keys
         self.curve = None if keys is None else Curve(keys.public, keys.secret)
         self.auth: ThreadAuthenticator | None = None
@@ -223,7 +224,8 @@ class Edges:
 
     # -- control and accounting ----------------------------------------------------------------
     def stop_requested(self) -> bool:
-        """Drain the control socket; True if the launcher asked this block to stop."""
+        """Drain the control socket; True if the launcher asked this block to stop. `stop_now`
+        becomes True if it said the run failed (no final cut can be taken: leave at once)."""
         stop = False
         while self.control is not None and self.control.poll(0):
             try:
@@ -231,7 +233,8 @@ class Edges:
             except Exception:
                 self.control_rejects += 1
                 continue
-            stop = stop or (isinstance(msg, dict) and msg.get("type") == "stop")
+            if isinstance(msg, dict) and msg.get("type") == "stop":
+                stop, self.stop_now = True, self.stop_now or msg.get("now") is True
         return stop
 
     def report(self, payload: dict[str, Any]) -> None:

@@ -212,7 +212,7 @@ class Worker:
 
     def _on_stop(self) -> None:
         """The first stop request (see [Note: ending a run]): end the run after the last step fed."""
-        self.stop.now = not self.is_first and "activations in" in self.links.down  # no `end` can come
+        self.stop.now |= not self.is_first and "activations in" in self.links.down  # no `end` can come
         if self.is_first and not self.ended:
             if self.next_step == 0:
                 self.stop.now = True  # nothing trained yet: nothing to save
@@ -255,8 +255,9 @@ class Worker:
         while True:
             self.edges.flush()
             if self.edges.stop_requested():
-                log.info("%s stop requested by the launcher", self.prefix)
+                log.info("%s stop requested by the launcher%s", self.prefix, " (the run failed)" * self.edges.stop_now)
                 self.stop.request()
+                self.stop.now = self.stop.now or self.edges.stop_now
             if self.stop.take_first():
                 self._on_stop()
             if self.stop.now:
@@ -365,7 +366,7 @@ class Worker:
 
     def _finish(self, rdv: Rendezvous) -> None:
         """Checkpoint, stats, last report; without a launcher block 0 also writes summary.json."""
-        self.edges.flush_all()
+        self.edges.flush_all(timeout_s=0.5 if self.stop.now else 10.0)  # leaving now: no waiting on a dead peer
         if self.status != "failed" and not self.stop.now and self.ended and self.end_step is not None:
             self._checkpoint(self.end_step)  # the consistent final cut: every block ended at end_step
         path = f"of step {self.end_step}" if self.saver.saved[-1:] == [self.end_step] else "not written"
