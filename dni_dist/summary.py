@@ -94,12 +94,21 @@ def summarize(
 
 
 def summary_after_exit(
-    cfg: TrainConfig, rdv: Rendezvous, *, out: Path, blocks: int, status: str, started: float, run_id: str
+    cfg: TrainConfig,
+    rdv: Rendezvous,
+    *,
+    out: Path,
+    blocks: int,
+    status: str,
+    started: float,
+    run_id: str,
+    wait_s: float | None = None,
 ) -> dict[str, Any] | None:
     """Without a launcher (torchrun, containers), block 0 writes summary.json once every block has
-    published its exit. It reads the other blocks' stats and checkpoints from `out`, so `out` must
-    be shared (one machine, or a shared volume); None (and a warning) when a block's stats are missing."""
-    wait = cfg.runtime.drain_timeout_s + 60
+    published its exit (waiting `wait_s`, by default drain_timeout_s + 60 s; RendezvousError past
+    it). It reads the other blocks' stats and checkpoints from `out`, so `out` must be shared (one
+    machine, or a shared volume); None (and a warning) when a block's stats are missing."""
+    wait = cfg.runtime.drain_timeout_s + 60 if wait_s is None else wait_s
     statuses = [status] + [rdv.lookup(f"block{b}/exit", timeout_s=wait) for b in range(1, blocks)]
     stats = []
     for b in range(blocks):

@@ -225,6 +225,7 @@ class Worker:
         self._report("progress")
         for _, event in self.links.poll():
             self.telemetry.metrics.link(event)
+        self.stop.neighbour_gone(self.links.down, ended=self.ended, pending=self.block.has_pending())
         if self.neighbours is not None:
             self.neighbours.heartbeat(self.block, self.admission, last_forward=self.last_forward,
                                       end_step=self.end_step if self.ended else None)  # fmt: skip
@@ -380,9 +381,11 @@ class Worker:
         if self.ended and self.end_step is not None:  # a neighbour restarted late learns the end here
             rdv.publish(f"block{self.k}/end_step", str(self.end_step))
         if self.wcfg.control is None and self.is_first:
-            try:  # before announcing our own exit: a rendezvous server leaves once all blocks have
+            try:  # before announcing our own exit (a rendezvous server leaves once all blocks have); leaving
+                # now (a neighbour is dead, it may never announce its exit): 2 s
                 summary_after_exit(self.cfg, rdv, out=Path(self.wcfg.out), blocks=self.wcfg.blocks, status=self.status,
-                                   started=self.started, run_id=self.wcfg.run_id)  # fmt: skip
+                                   started=self.started, run_id=self.wcfg.run_id,
+                                   wait_s=2.0 if self.stop.now else None)  # fmt: skip
             except Exception as e:  # the checkpoints and stats are written; only the summary is missing
                 log.error("%s could not write summary.json: %s", self.prefix, e)
         rdv.publish(f"block{self.k}/exit", self.status)
