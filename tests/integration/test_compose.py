@@ -141,6 +141,9 @@ class Hosts:
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
 
 
+SHORT = ["--steps", "600"]  # the fault tests need a run past step 300, not the whole demo
+
+
 def _can_make_namespaces() -> str | None:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return "needs root and iproute2 to create network namespaces"
@@ -274,7 +277,7 @@ def test_a_compose_block_restarted_on_failure_rejoins_the_others(tmp_path: Path)
             assert time.monotonic() < deadline, (tmp_path / "rendezvous.log").read_text()
             time.sleep(0.5)
         for n in names[1:]:
-            procs[n] = hosts.run(n, _container_argv(svcs[n], runs, keys), envs[n], tmp_path / f"{n}.log")
+            procs[n] = hosts.run(n, [*_container_argv(svcs[n], runs, keys), *SHORT], envs[n], tmp_path / f"{n}.log")
         kept = {n: procs[n].pid for n in names[1:] if n != "block2"}
         deadline = time.monotonic() + 240
         while not first.is_file():
@@ -282,7 +285,7 @@ def test_a_compose_block_restarted_on_failure_rejoins_the_others(tmp_path: Path)
             time.sleep(0.2)
         procs["block2"].kill()
         assert procs["block2"].wait(timeout=30) == -9
-        procs["block2"] = hosts.run("block2", _container_argv(svcs["block2"], runs, keys), envs["block2"],
+        procs["block2"] = hosts.run("block2", [*_container_argv(svcs["block2"], runs, keys), *SHORT], envs["block2"],
                                     tmp_path / "block2-restarted.log")  # fmt: skip
         while any(procs[n].poll() is None for n in names[1:]):
             assert time.monotonic() < deadline, "the cluster did not finish in 240 s"
@@ -319,7 +322,7 @@ def test_a_partition_between_two_namespace_hosts_heals(tmp_path: Path) -> None:
     hosts = Hosts(names)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     envs = {n: {**os.environ, **{k: str(v) for k, v in (svcs[n].get("environment") or {}).items()}} for n in names}
-    fault = ["--inject-fault", "block=2,step=300,kind=partition,seconds=5"]
+    fault = [*SHORT, "--inject-fault", "block=2,step=300,kind=partition,seconds=5"]
     try:
         store_argv = _container_argv(svcs["rendezvous"], runs, keys)
         procs["rendezvous"] = hosts.run("rendezvous", store_argv, envs["rendezvous"],

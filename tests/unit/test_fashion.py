@@ -94,7 +94,7 @@ def test_the_full_set_is_60000_and_10000_balanced_images() -> None:
 def test_fashion_cnn_recipe_learns_with_synthetic_gradients() -> None:
     from dni_dist import load_recipe
 
-    cfg = load_recipe(ROOT / "launch" / "fashion-cnn.toml", overrides={"run.steps": "300"})
+    cfg = load_recipe(ROOT / "launch" / "fashion-cnn.toml", overrides={"run.steps": "150"})  # 0.840 at 150
     result = train(cfg)
     assert result.topology.num_stages == 4 and set(result.topology.methods) == {"sg"}
     assert result.test_accuracy > 0.82, result.test_accuracy
