@@ -357,6 +357,7 @@ class Worker:
         log.info("%s stages %d-%d (%s) up", self.prefix, self.first, self.last, methods)
         self.started = time.monotonic()  # throughput and wall_seconds cover the training loop only
         try:
+            self._report("progress")  # the first heartbeat, before any step: liveness is watched from here
             self.loop(batches)
         except BaseException:
             self.status = "failed"  # the stats and the rendezvous say so; the exception still ends the process

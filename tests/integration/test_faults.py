@@ -71,7 +71,7 @@ def test_a_stopped_block_is_declared_hung_within_the_peer_timeout_and_restarted(
     reaper: list,  # type: ignore[type-arg]
 ) -> None:
     args = ["--blocks", "3", *TINY, "--steps", "300", "--peer-timeout", "5",
-            "--inject-fault", "block=1,step=120,kind=hang"]  # fmt: skip
+            "--inject-fault", "block=1,step=5,kind=hang"]  # before its second heartbeat  # fmt: skip
     summary, _, output = run_with_pids(args, tmp_path, reaper)
     assert summary["status"] == "finished"
     assert [(r["block"], r["cause"]) for r in summary["restarts"]] == [(1, "hung")]
