@@ -17,9 +17,12 @@ and a table on stdout.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -63,6 +66,7 @@ def launch(args: list[str], out: Path, *, timeout: float, watch: Any = None) -> 
     """Run dni-launch; `watch(proc, pids)` is called every 0.2 s while it runs. Returns what
     happened: exit code, wall time, pids at the start, the summary (if written), output tail."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    shutil.rmtree(out, ignore_errors=True)  # an earlier run's checkpoints would fire `watch` too early
     cmd = [sys.executable, "-m", "dni_dist", "launch", *BASE, *args, "--out", str(out)]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -84,7 +88,7 @@ def launch(args: list[str], out: Path, *, timeout: float, watch: Any = None) -> 
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     return {"rc": proc.returncode, "wall_s": round(time.monotonic() - start, 1), "pids": pids, "summary": summary,
-            "tail": output[-1500:]}  # fmt: skip
+            "tail": output[-1500:], "output": output}  # fmt: skip
 
 
 def brief(run: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +155,7 @@ def hang(opts: argparse.Namespace) -> dict[str, Any]:
         now = time.monotonic()
         if "stopped_at" not in state and 2 in pids and list((out / "checkpoints").glob("step-*/manifest.json")):
             os.kill(pids[2], signal.SIGSTOP)
-            state.update(stopped_at=now, pid=pids[2])
+            state.update(stopped_at=now, stopped_wall=time.time(), pid=pids[2])
         elif "stopped_at" in state and "gone_after_s" not in state and not Path(f"/proc/{state['pid']}").exists():
             state["gone_after_s"] = round(now - state["stopped_at"], 2)  # declared hung and SIGKILLed
         elif "stopped_at" in state and "cont" not in state and now - state["stopped_at"] >= 60:
@@ -161,8 +165,15 @@ def hang(opts: argparse.Namespace) -> dict[str, Any]:
             except ProcessLookupError:
                 state["cont_target"] = "already gone"
 
-    run = brief(launch(cfg, out, timeout=opts.timeout, watch=watch))
-    return {"config": cfg, **run, "sigstop": {k: v for k, v in state.items() if k != "stopped_at"}}
+    full = launch(cfg, out, timeout=opts.timeout, watch=watch)
+    declared = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ERROR dni_dist\.supervisor: block 2 is hung: "
+                         r"no heartbeat for ([\d.]+)s", full["output"])  # fmt: skip
+    if declared and "stopped_wall" in state:  # the launcher's log line, against the moment of the SIGSTOP
+        at = datetime.datetime.strptime(declared.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        state.update(declared_after_s=round(at - state["stopped_wall"], 3), silent_s=float(declared.group(2)))
+    run = brief(full)
+    sigstop = {k: v for k, v in state.items() if k not in ("stopped_at", "stopped_wall")}
+    return {"config": cfg, **run, "sigstop": sigstop}
 
 
 def link(opts: argparse.Namespace) -> dict[str, Any]:
