@@ -212,7 +212,6 @@ class Worker:
 
     def _on_stop(self) -> None:
         """The first stop request (see [Note: ending a run]): end the run after the last step fed."""
-        self.stop.now |= not self.is_first and "activations in" in self.links.down  # no `end` can come
         if self.is_first and not self.ended:
             if self.next_step == 0:
                 self.stop.now = True  # nothing trained yet: nothing to save

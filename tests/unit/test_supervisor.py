@@ -19,11 +19,17 @@ def sleeper() -> subprocess.Popen[bytes]:
     return subprocess.Popen(["sleep", "60"])
 
 
-def test_dead_and_hung_blocks_are_restarted_alone_until_the_budget_is_spent(tmp_path: Path) -> None:
+def control_pair(name: str) -> tuple[zmq.Context[Any], zmq.Socket[Any], zmq.Socket[Any]]:
+    """The launcher's ROUTER and one block's DEALER, in process."""
     ctx: zmq.Context[Any] = zmq.Context()
     router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-    router.bind("inproc://sup")
-    dealer.connect("inproc://sup")
+    router.bind(f"inproc://{name}")
+    dealer.connect(f"inproc://{name}")
+    return ctx, router, dealer
+
+
+def test_dead_and_hung_blocks_are_restarted_alone_until_the_budget_is_spent(tmp_path: Path) -> None:
+    ctx, router, dealer = control_pair("sup")
     procs = [sleeper(), sleeper()]
     spawned: list[tuple[int, str]] = []
 
@@ -67,10 +73,7 @@ def test_dead_and_hung_blocks_are_restarted_alone_until_the_budget_is_spent(tmp_
 
 
 def test_a_block_that_never_reports_is_hung_and_a_run_where_every_block_waits_is_stopped(tmp_path: Path) -> None:
-    ctx: zmq.Context[Any] = zmq.Context()
-    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-    router.bind("inproc://sup2")
-    dealer.connect("inproc://sup2")
+    ctx, router, dealer = control_pair("sup2")
     procs = [sleeper(), sleeper()]
     sup = Supervisor(plans=[(0, tmp_path / "0.log"), (1, tmp_path / "1.log")], procs=procs, router=router, steps=10,
                      console=Console(file=None, quiet=True), live=False, peer_timeout_s=30, start_timeout_s=0.5,
