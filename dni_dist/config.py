@@ -290,6 +290,10 @@ class RuntimeConfig:
 
     lockstep: bool = False  # step t+1 enters block 0 only after step t finished everywhere (== in-process)
     max_inflight: int = 8  # steps an sg interface may run ahead of the targets it has received
+    # auto: widen that window to cover the link's round trip, ceil(fastest target round trip / own
+    # step time) + 1, never below max_inflight nor above max_window (slow links); fixed: max_inflight
+    window: str = "auto"
+    max_window: int = 64  # the most steps `window = "auto"` lets an sg interface run ahead
     overflow: str = "block"  # window full: block (wait) | drop-oldest (forget the oldest step, never wait)
     queue_limit: int = 16  # drop-oldest: gradients waiting to be sent beyond this are discarded
     target_timeout_s: float = 30.0  # forget a step whose gradient/target/output error is this late (0 = never)
@@ -301,12 +305,28 @@ class RuntimeConfig:
     inject_fault: str = ""  # tests: block=I,step=S,kind=kill|exit|hang|partition|delay|drop (dni_dist.faults)
     drain_timeout_s: float = 60.0  # after the last step: how long to wait for outstanding targets
     progress_every_s: float = 0.5  # progress reports (the launcher's heartbeat) and metrics refresh
+    snapshot_every: int = 0  # keep every block's weights every N steps for a learning curve (dni_dist.snapshots)
+    relay_links: bool = False  # every inter-block edge through a dni_dist.proxy.FaultProxy (benchmarks)
+    link_delay_ms: float = 0.0  # > 0: those proxies hold every chunk this long, one way (a slow link)
+
+    @property
+    def window_bound(self) -> int:
+        """The most steps an sg interface can have in flight under this config."""
+        return self.max_window if self.window == "auto" else self.max_inflight
 
     def __post_init__(self) -> None:
         from dni_dist.faults import FaultError, parse
 
         _check(self.max_inflight >= 1, "runtime.max_inflight", f"must be >= 1, got {self.max_inflight}")
         _one_of(self.overflow, OVERFLOW_POLICIES, "runtime.overflow")
+        _one_of(self.window, ("auto", "fixed"), "runtime.window")
+        _check(
+            self.max_window >= self.max_inflight,
+            "runtime.max_window",
+            f"must be >= runtime.max_inflight ({self.max_inflight}), got {self.max_window}",
+        )
+        _check(self.snapshot_every >= 0, "runtime.snapshot_every", "must be >= 0 (0 = no snapshots)")
+        _check(self.link_delay_ms >= 0, "runtime.link_delay_ms", f"must be >= 0, got {self.link_delay_ms}")
         _check(self.queue_limit >= 1, "runtime.queue_limit", f"must be >= 1, got {self.queue_limit}")
         _check(self.target_timeout_s >= 0, "runtime.target_timeout_s", "must be >= 0 (0 = wait forever)")
         _check(self.checkpoint_every >= 0, "runtime.checkpoint_every", "must be >= 0 (0 = at the end only)")

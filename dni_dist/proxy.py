@@ -40,6 +40,7 @@ class _Pipe:
     src: socket.socket
     dst: socket.socket
     queue: deque[tuple[float, bytes]] = field(default_factory=deque)  # (release time, bytes)
+    eof: bool = False  # `src` closed: deliver what is queued, then close
 
 
 class FaultProxy:
@@ -91,6 +92,15 @@ class FaultProxy:
         with self.lock:
             self.cut_requested = True
 
+    def drain(self, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) until no delayed bytes are waiting; whether none are."""
+        deadline = time.monotonic() + timeout_s
+        while any(p.queue for p in list(self.pipes)):
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                return False
+            time.sleep(0.005)
+        return True
+
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
@@ -141,7 +151,8 @@ class FaultProxy:
             if not partitioned:
                 sel.register(self.server, selectors.EVENT_READ)
                 for p in self.pipes:
-                    sel.register(p.src, selectors.EVENT_READ, p)  # each socket is the source of one pipe
+                    if not p.eof:
+                        sel.register(p.src, selectors.EVENT_READ, p)  # each socket is the source of one pipe
             waiting = [p.queue[0][0] for p in self.pipes if p.queue]
             timeout = 0.05 if not waiting or partitioned else min(0.05, max(0.001, min(waiting) - now))
             ready = sel.select(timeout=timeout)
@@ -159,8 +170,10 @@ class FaultProxy:
                     continue
                 except OSError:
                     data = b""
-                if not data:
-                    self._drop(pipe)
+                if not data:  # the sender closed: what it sent before still arrives, then the close
+                    pipe.eof = True
+                    if not pipe.queue:
+                        self._drop(pipe)
                     continue
                 read_at = time.monotonic()  # the delay in force now, not when the select began
                 pipe.queue.append((read_at + (self.delay_s if read_at < self.delay_until else 0.0), data))
@@ -182,6 +195,8 @@ class FaultProxy:
                     pipe.queue[0] = (pipe.queue[0][0], data[sent:])
                     break
                 pipe.queue.popleft()
+            if pipe.eof and not pipe.queue and pipe in self.pipes:
+                self._drop(pipe)
 
 
 def main() -> None:

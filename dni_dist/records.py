@@ -141,9 +141,11 @@ class LagLog:
         self.recent: Recent[_Lag] = Recent(capacity)
         self.steps = Quantiles()
         self.seconds = Quantiles()
+        self.min_seconds = math.inf  # the fastest round trip seen: the link's, without queueing
 
     def append(self, record: _Lag) -> None:
         self.recent.append(record)
+        self.min_seconds = min(self.min_seconds, record.seconds)
         self.steps.add(float(record.steps))
         self.seconds.add(record.seconds)
 

@@ -5,9 +5,13 @@
     # None: go (feed a batch / take an activation); else the wait reason, e.g. "credit"
 
 The policies it applies:
-- credit window: an sg interface may run at most `runtime.max_inflight` steps ahead of the
-  targets it has received. Full window: `block` waits (and, with `target_timeout_s`, gives up
-  on targets that late); `drop-oldest` forgets the oldest step and goes on at once.
+- credit window: an sg interface may run at most `window(block)` steps ahead of the targets it
+  has received: `runtime.max_inflight`, or with `runtime.window = "auto"` enough steps to cover
+  the link's round trip (the fastest target round trip seen over the block's own step time, + 1;
+  at most `runtime.max_window`). The fastest round trip is the link plus the blocks below
+  without queueing, so a slower block below does not widen the window. Full window: `block` waits
+  (and, with `target_timeout_s`, gives up on targets that late); `drop-oldest` forgets the
+  oldest step and goes on at once.
 - lockstep: block 0 feeds step t+1 only once step t has finished in every block (DONE markers
   flow upstream), which reproduces the in-process schedule.
 - send backlog: no new step while the outgoing edge still holds `hwm` unsent messages.
@@ -17,6 +21,7 @@ Every dropped entry is counted in `dropped` by what was dropped.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 
 from dni_dist.block import Block
@@ -36,6 +41,21 @@ class Admission:
         self.done_sent = -1
         self.restarted = False  # this is a restarted incarnation of the block
         self.first_step: int | None = None  # the first step it forwarded
+        self.step_s = 0.0  # the block's own compute per step (moving average), for the auto window
+
+    def forwarded(self, step: int, seconds: float) -> None:
+        """A step left this block after `seconds` of compute."""
+        if self.first_step is None:  # a restarted block: targets for earlier steps are stale
+            self.first_step = step
+        self.step_s = seconds if not self.step_s else 0.9 * self.step_s + 0.1 * seconds
+
+    def window(self, block: Block) -> int:
+        """How many steps an sg interface of `block` may have in flight now."""
+        rt = self.runtime
+        rtt = min((s.stats.lags.min_seconds for s in block.stages if s.spec.out_method == "sg"), default=math.inf)
+        if rt.window == "fixed" or not math.isfinite(rtt) or self.step_s <= 0:
+            return rt.max_inflight
+        return min(rt.max_window, max(rt.max_inflight, math.ceil(rtt / self.step_s) + 1))
 
     # -- the gate -------------------------------------------------------------------------------
     def why_not(
@@ -60,7 +80,7 @@ class Admission:
     def credit_ok(self, block: Block) -> bool:
         """Whether the credit window has room, after applying the overflow policy."""
         rt = self.runtime
-        if block.inflight() < rt.max_inflight:
+        if block.inflight() < self.window(block):
             return True
         if rt.overflow == "block":
             if not (rt.target_timeout_s and block.oldest_pending_age() > rt.target_timeout_s):
@@ -79,12 +99,12 @@ class Admission:
 
     def remember(self, steps: list[int], what: str | None = None) -> None:
         """Steps given up on (counted under `what`, if given): a late target for one is stale.
-        Bounded: beyond 10·max_inflight entries only the newest max_inflight are kept."""
+        Bounded: beyond 10 windows of entries only the newest window is kept."""
         if what is not None:
             self.dropped[what] += len(steps)
         self.dropped_steps.update(steps)
-        if len(self.dropped_steps) > 10 * self.runtime.max_inflight:
-            self.dropped_steps = set(sorted(self.dropped_steps)[-self.runtime.max_inflight :])
+        if len(self.dropped_steps) > 10 * self.runtime.window_bound:
+            self.dropped_steps = set(sorted(self.dropped_steps)[-self.runtime.window_bound :])
 
     def expire(self, block: Block) -> None:
         """runtime.target_timeout_s: forget every step (any method) whose gradient, target or output

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+from dni_dist.config import RuntimeConfig
 from dni_dist.proxy import FaultProxy
 from dni_dist.rendezvous import Rendezvous, RendezvousError
 
@@ -27,6 +28,17 @@ class PeerKeys:
         self.dialled: dict[tuple[int, str], tuple[int, str]] = {}  # (block, name) -> (attempt, endpoint)
         self.relayed: set[str] = set()  # own endpoints to advertise through a fault proxy
         self.proxies: dict[str, FaultProxy] = {}
+        self.link_delay_s = 0.0  # runtime.link_delay_ms: what every relayed endpoint's proxy holds each chunk
+
+    def relay(self, runtime: RuntimeConfig, *, link_fault: bool) -> None:
+        """Which of this block's bound endpoints get a FaultProxy in front: the inbound activations
+        when a link fault is injected into this block; every edge (activations, gradients, output
+        errors) with `runtime.relay_links` or `link_delay_ms`, each chunk held `link_delay_ms`."""
+        if link_fault:
+            self.relayed.add("act")
+        if runtime.relay_links or runtime.link_delay_ms > 0:
+            self.relayed |= {"act", "grad", "errors"}
+            self.link_delay_s = runtime.link_delay_ms / 1000
 
     @staticmethod
     def key(block: int, attempt: int, name: str) -> str:
@@ -41,8 +53,10 @@ class PeerKeys:
         if name not in self.relayed:
             return endpoint
         host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-        self.proxies[name] = FaultProxy((host, int(port)), (host, 0)).start()
-        return self.proxies[name].endpoint
+        proxy = self.proxies[name] = FaultProxy((host, int(port)), (host, 0)).start()
+        if self.link_delay_s > 0:
+            proxy.delay(self.link_delay_s, seconds=float("inf"))
+        return proxy.endpoint
 
     def current(self, block: int) -> int | None:
         """The newest attempt of `block` that is not marked dead (None: not started, or down)."""

@@ -30,6 +30,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from dni_dist.keys import RunKeys
 from dni_dist.messages import Kind, Marker, Message
+from dni_dist.proxy import FaultProxy
 from dni_dist.rendezvous import Rendezvous
 from dni_dist.transport import Curve, ZmqReceiver, ZmqSender, make_socket, secure
 from dni_dist.worker.attempts import PeerKeys
@@ -67,6 +68,8 @@ class Edges:
         self.err_pub: ZmqSender | None = None
         self.control: zmq.Socket[Any] | None = None
         self.control_rejects = 0
+        self.proxies: dict[str, FaultProxy] = {}  # in front of this block's relayed endpoints (PeerKeys)
+        self.link_delay_s = 0.0
         self.stop_now = False  # the launcher said the run failed: leave without a final checkpoint
         self.keys = keys
         self.curve = None if keys is None else Curve(keys.public, keys.secret)
@@ -81,19 +84,20 @@ class Edges:
         """Bind this block's inbound sockets, publish them, connect to the neighbours' (waiting
         for them in the rendezvous) and, on the last block, wait for the error subscribers."""
         w, k = self.wcfg, self.k
+        self.proxies, self.link_delay_s = keys.proxies, keys.link_delay_s
         if not self.first:
             sock = self._socket(zmq.PULL)
             rdv.publish(keys.own("act"), keys.advertise("act", self._bind(sock, 0)))
             self.act_in = self._receiver(sock, k - 1, {"activation", "end", "checkpoint"}, "activation")
         if not self.last:
             sock = self._socket(zmq.PULL)
-            rdv.publish(keys.own("grad"), self._bind(sock, 1))
+            rdv.publish(keys.own("grad"), keys.advertise("grad", self._bind(sock, 1)))
             self.grad_in = self._receiver(sock, k + 1, {"gradient", "done"}, "gradient")
         xpub: zmq.Socket[Any] | None = None
         if self.last and self.remote_subscribers:
             xpub = self._socket(zmq.XPUB)
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-            rdv.publish(keys.own("errors"), self._bind(xpub, 2))
+            rdv.publish(keys.own("errors"), keys.advertise("errors", self._bind(xpub, 2)))
             self.err_pub = self._sender(xpub)
         if not self.last:
             sock = self._socket(zmq.PUSH, peer=f"block{k + 1}")
@@ -265,3 +269,6 @@ class Edges:
         if self.auth is not None:
             self.auth.stop()
         self.ctx.destroy(linger=self.wcfg.transport.linger_ms)
+        for proxy in self.proxies.values():  # a delayed link: what is still on it arrives first
+            proxy.drain(timeout_s=2 * self.link_delay_s + 0.5)
+            proxy.close()

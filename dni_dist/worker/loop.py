@@ -81,7 +81,7 @@ class Worker:
         self.telemetry = Telemetry(NullMetrics(), self.block.stages, is_last=self.is_last)
         self.waits: dict[str, float] = {}  # idle seconds by reason
         rt = cfg.runtime
-        window = 4 * (rt.max_inflight + wcfg.transport.hwm) + 2 * rt.checkpoint_every + 64
+        window = 4 * (rt.window_bound + wcfg.transport.hwm) + 2 * rt.checkpoint_every + 64
         self.screen = Screen(steps=cfg.run.steps, window=window, prefix=self.prefix)
         self.steps = self.samples = self.restarts = 0  # steps: activations (block 0: batches) forwarded
         self.compute_seconds = 0.0
@@ -174,8 +174,8 @@ class Worker:
         self.steps += 1
         self.samples += samples
         self.last_forward = step
-        if self.admission.first_step is None:  # a restarted block: targets for earlier steps are stale
-            self.admission.first_step = step
+        self.admission.forwarded(step, seconds)
+        self.saver.snapshots.take(step, [s.module for s in self.block.stages])
         self.compute_seconds += seconds
         self.telemetry.metrics.step(samples=samples, seconds=seconds)
         if self.is_last:
@@ -331,8 +331,8 @@ class Worker:
             log.info("%s metrics at %s", self.prefix, self.telemetry.metrics.url)
         self.keys = keys = PeerKeys(rdv, block=self.k, blocks=self.wcfg.blocks)
         self.attempt = keys.attempt
-        if self.attempt == 0 and any(f.is_link and f.block == self.k for f in self.faults):
-            keys.relayed.add("act")  # --inject-fault partition/delay: a FaultProxy on the inbound activations
+        link_fault = self.attempt == 0 and any(f.is_link and f.block == self.k for f in self.faults)
+        keys.relay(self.cfg.runtime, link_fault=link_fault)  # FaultProxy in front of faulty or delayed links
         self.admission.restarted = self.attempt > 0
         if self.attempt:
             log.warning("%s restarted (attempt %d): rejoining the running blocks", self.prefix, self.attempt)
@@ -345,7 +345,7 @@ class Worker:
         resume_at = self.edges.announce(rdv, keys=keys, last_forward=self.last_forward)
         if resume_at is not None:
             rt, steps = self.cfg.runtime, self.cfg.run.steps
-            resume_at = self.neighbours.block0_resume(rdv, resume_at, max_inflight=rt.max_inflight, steps=steps)
+            resume_at = self.neighbours.block0_resume(rdv, resume_at, max_inflight=rt.window_bound, steps=steps)
             self.next_step, self.end_step = resume_at, self.cfg.run.steps - 1
             if self.next_step > self.end_step:
                 log.info("%s nothing left to train (resumed at step %d of %d)", self.prefix, self.next_step,
@@ -375,6 +375,7 @@ class Worker:
         out = Path(self.wcfg.out) / "blocks"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"block{self.k}.json").write_text(json.dumps(stats, indent=2))
+        self.saver.snapshots.write(Path(self.wcfg.out), self.k)
         self._report("done", status=self.status)
         log.info("%s %s after %d steps (%.1f samples/s); checkpoint %s", self.prefix, self.status, self.steps,
                  stats["samples_per_second"], path)  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any
 from dni_dist import checkpoint, manifest
 from dni_dist.config import TrainConfig
 from dni_dist.rendezvous import Rendezvous
+from dni_dist.snapshots import Snapshots
 from dni_dist.stage import Stage
 from dni_dist.worker.options import WorkerConfig
 
@@ -35,6 +36,7 @@ class Saver:
         self.prefix = f"[block {self.k}]"
         self.loaded_from: Path | None = None
         self.saved: list[int] = []  # steps this incarnation checkpointed
+        self.snapshots = Snapshots(cfg.runtime.snapshot_every)  # in-memory weights for a learning curve
 
     def resume(self, *, attempt: int) -> checkpoint.BlockState | None:
         """The state to start from, or None (fresh weights)."""

@@ -48,3 +48,28 @@ def test_forwards_delays_and_partitions() -> None:
         client.close()
         server_side.close()
         srv.close()
+
+
+def test_bytes_sent_before_a_close_still_arrive_on_a_delayed_link() -> None:
+    """A peer that sends and closes at once: what it sent is delivered after the delay, then the
+    close (as on a real slow link); drain() waits for it."""
+    srv, port = echo_server()
+    proxy = FaultProxy(("127.0.0.1", port)).start()
+    proxy.delay(0.2, seconds=30)
+    client = socket.create_connection((proxy.host, proxy.port), timeout=10)
+    server_side, _ = srv.accept()
+    server_side.settimeout(10)
+    try:
+        client.sendall(b"last words")
+        client.close()
+        time.sleep(0.05)
+        assert not proxy.drain(timeout_s=0.01), "still held by the delay"
+        assert proxy.drain(timeout_s=2.0)
+        got = b""
+        while chunk := server_side.recv(100):
+            got += chunk
+        assert got == b"last words"
+    finally:
+        proxy.close()
+        server_side.close()
+        srv.close()

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from dni_dist import RuntimeConfig, config_from_dict
 from dni_dist.block import Block
+from dni_dist.stage import LagRecord
 from dni_dist.topology import Topology, assign_blocks
 from dni_dist.worker.admission import Admission
 
@@ -47,6 +48,27 @@ def test_drop_oldest_forgets_the_oldest_step_at_once() -> None:
     assert not adm.stale_target(0)
 
 
+def test_the_auto_window_covers_the_links_round_trip_and_no_more() -> None:
+    """A link whose fastest round trip is 9.5 steps long needs 11 steps in flight to never wait;
+    queueing below (slower round trips) does not widen it, and max_window caps it."""
+    block = block0()
+    fill(block)
+    fixed = Admission(RuntimeConfig(max_inflight=2, window="fixed"), blocks=2)
+    auto = Admission(RuntimeConfig(max_inflight=2), blocks=2)
+    capped = Admission(RuntimeConfig(max_inflight=2, max_window=6), blocks=2)
+    assert auto.window(block) == 2  # nothing measured yet: max_inflight
+    lags = block.stages[0].stats.lags
+    for step, seconds in enumerate((0.5, 0.095, 0.3, 0.2)):  # the first is slow start-up, then queueing
+        lags.append(LagRecord(step, 3, seconds))
+    for adm in (fixed, auto, capped):
+        for step in range(5):
+            adm.forwarded(step, 0.01)
+    assert (fixed.window(block), auto.window(block), capped.window(block)) == (2, 11, 6)
+    assert auto.credit_ok(block) and not fixed.credit_ok(block)  # 2 in flight: room only in the auto window
+    lags.append(LagRecord(9, 1, 0.001))  # a fast link: never below max_inflight
+    assert auto.window(block) == 2
+
+
 def test_target_timeout_waits_then_gives_up_on_a_late_target() -> None:
     block, adm = block0(), Admission(RuntimeConfig(max_inflight=2, target_timeout_s=0.2), blocks=2)
     fill(block)
@@ -75,7 +97,7 @@ def test_a_locked_stage_gives_up_on_a_lost_gradient_after_the_target_timeout() -
 
 
 def test_a_restarted_block_counts_targets_of_its_previous_life_as_stale_and_remembers_boundedly() -> None:
-    adm = Admission(RuntimeConfig(max_inflight=2), blocks=2)
+    adm = Admission(RuntimeConfig(max_inflight=2, window="fixed"), blocks=2)
     assert not adm.stale_target(3)  # a first incarnation: an unknown target is a protocol error
     adm.restarted, adm.first_step = True, 10
     assert adm.stale_target(3) and not adm.stale_target(12)
