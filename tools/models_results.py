@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"cnn": "launch/fashion-cnn.toml", "mlp": "launch/fashion-mlp.toml"}
 METHODS = {"bp": "bp", "sg": "sg (cDNI)", "dfa": "dfa"}
-EVAL_EVERY = 94
+EVAL_EVERY = {"cnn": 188, "mlp": 94}  # about 20 points per curve
 
 
 def commands(out: Path) -> list[tuple[str, str, str, list[str]]]:
@@ -34,7 +34,7 @@ def commands(out: Path) -> list[tuple[str, str, str, list[str]]]:
             one = out / f"{model}-{method}-1p"
             runs.append((model, method, "1 process", [
                 "python", "-m", "dni_dist", "train", "--recipe", recipe, "--method", method,
-                "--set", f"run.eval_every={EVAL_EVERY}", "--out", str(one), "--quiet",
+                "--set", f"run.eval_every={EVAL_EVERY[model]}", "--out", str(one), "--quiet",
             ]))  # fmt: skip
             four = out / f"{model}-{method}-4p"
             runs.append((model, method, "4 ZeroMQ processes", [

@@ -31,3 +31,37 @@ def test_a_delayed_link_widens_the_auto_window_and_snapshots_give_the_learning_c
     assert 0 < curve[0].seconds < curve[1].seconds < curve[2].seconds
     assert curve[-1].accuracy == pytest.approx(summary["final"]["test_accuracy"], abs=1e-6)
     assert time_to(curve, 0.0) == curve[0].seconds and time_to(curve, 1.01) is None
+
+
+@pytest.mark.timeout(120)
+def test_gloo_links_of_the_pipelining_contestant_go_through_the_delaying_proxy(tmp_path: Path) -> None:
+    """RelayStore: every step of 1F1B crosses the 30 ms link at least twice (activations forward,
+    gradients back), so 20 steps take >= 1.2 s; without the relay they take far less."""
+    from dni_dist.bench_runs import BATCH, run_pipelining
+
+    steps = 20
+    delayed = run_pipelining("1f1b", 2, steps, tmp_path / "slow", 4, delay_ms=30, snapshot_every=10)
+    assert steps * BATCH / delayed >= 1.2
+    curve = learning_curve(tmp_path / "slow")
+    assert [p.step for p in curve] == [9, 19] and curve[-1].accuracy > 0.5, "weights (and BN statistics) usable"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_dni_bench_latency_mode_runs_and_writes_its_json_and_figure(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-c", "from dni_dist.bench import main; main()", "--link-delay-ms", "0,10",
+           "--rounds", "1", "--steps", "50", "--snapshot-every", "25", "--schedules", "1f1b", "--microbatches", "2",
+           "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=380)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "latency.json").read_text())
+    assert set(result["table"]) == {"torch-1proc@none"} | {
+        f"{c}@{d}" for c in ("sg-2proc", "sg-2proc-w8", "bp-2proc", "pp-1f1b-m2") for d in ("0", "10")
+    }
+    assert result["ratios"]["10"]["best_pipelining"] == "pp-1f1b-m2"
+    assert (out / "latency.png").stat().st_size > 10_000

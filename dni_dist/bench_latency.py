@@ -1,0 +1,230 @@
+"""dni-bench --link-delay-ms: training over slow links, decoupled against locked, side by side.
+
+    dni-bench --link-delay-ms 0,2,10,50 --rounds 3 --out docs/bench/latency   # about 25 minutes on 2 cores
+
+Every link between the two processes of a contestant goes through dni_dist's fault proxy holding
+each chunk the given one-way delay (also at 0 ms, so the proxy's own cost is in every number):
+
+- sg-2proc        dni-launch, 2 blocks, free-running cDNI, the auto credit window
+- sg-2proc-w8     the same with the window fixed at 8 steps (`runtime.window = "fixed"`): what
+                  the auto window buys on a slow link
+- bp-2proc        the same two processes with backprop at the cut (update-locked)
+- pp-<s>-m<M>     torch.distributed.pipelining on two gloo processes, gloo's links relayed
+- torch-1proc     the reference: plain PyTorch backprop in one process, no link at all
+
+Contestants run interleaved (every delay and contestant once per round). Each run keeps its
+weights every `--snapshot-every` steps, so besides samples/s the result has its test accuracy
+against wall time, the time to reach the target accuracy (97 % of the reference's final
+accuracy) and, for the dni contestants, block 0's target lag (p50/p90/max, seconds and steps).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dni_dist import bench_runs
+from dni_dist.snapshots import CurvePoint, learning_curve, time_to
+
+console = Console(stderr=True)
+REFERENCE = "torch-1proc"
+TARGET_FRACTION = 0.97
+
+
+def _curve(out: Path) -> list[CurvePoint]:
+    return learning_curve(out)
+
+
+def _dni(method: str, window: str, steps: int, cut: int, delay: float, every: int, out: Path) -> dict[str, Any]:
+    sets = {"runtime.link_delay_ms": delay, "runtime.relay_links": True, "runtime.window": window,
+            "runtime.snapshot_every": every}  # fmt: skip
+    summary = bench_runs.run_dni(method, steps, out, cut, sets=sets)
+    block0 = summary["blocks"][0]
+    lag = {"seconds": block0["lag_seconds"], "steps": block0["lag_steps"]} if method == "sg" else None
+    curve = _curve(out)
+    return {"sps": summary["samples_per_second"], "final_accuracy": summary["final"]["test_accuracy"],
+            "curve": curve, "lag": lag}  # fmt: skip
+
+
+def _pp(schedule: str, m: int, steps: int, cut: int, delay: float, every: int, out: Path) -> dict[str, Any]:
+    sps = bench_runs.run_pipelining(schedule, m, steps, out, cut, delay_ms=delay, snapshot_every=every)
+    curve = _curve(out)
+    return {"sps": sps, "final_accuracy": curve[-1].accuracy, "curve": curve, "lag": None}
+
+
+def _reference(steps: int, every: int, out: Path) -> dict[str, Any]:
+    sps = bench_runs.run_torch_single(steps, threads=1, out=out, snapshot_every=every)
+    curve = _curve(out)
+    return {"sps": sps, "final_accuracy": curve[-1].accuracy, "curve": curve, "lag": None}
+
+
+def run_latency(
+    *,
+    delays: list[float],
+    rounds: int,
+    steps: int,
+    cut: int,
+    pipelining: list[tuple[str, int]],
+    snapshot_every: int,
+    out: Path | None,
+) -> dict[str, Any]:
+    if steps % snapshot_every:
+        raise ValueError(f"--steps ({steps}) must be a multiple of --snapshot-every ({snapshot_every})")
+    contestants: dict[str, Any] = {
+        "sg-2proc": lambda d, o: _dni("sg", "auto", steps, cut, d, snapshot_every, o),
+        "sg-2proc-w8": lambda d, o: _dni("sg", "fixed", steps, cut, d, snapshot_every, o),
+        "bp-2proc": lambda d, o: _dni("bp", "auto", steps, cut, d, snapshot_every, o),
+    }
+    for s, m in pipelining:
+        contestants[f"pp-{s}-m{m}"] = lambda d, o, s=s, m=m: _pp(s, m, steps, cut, d, snapshot_every, o)
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            plan = [(REFERENCE, None)] + [(name, d) for d in delays for name in contestants]
+            for i, (name, delay) in enumerate(plan):
+                t0 = time.monotonic()
+                where = Path(tmp) / f"r{r}-{i}"
+                result = _reference(steps, snapshot_every, where) if delay is None else contestants[name](delay, where)
+                curve = result.pop("curve")
+                runs.append({"contestant": name, "delay_ms": delay, "round": r, **result,
+                             "curve": [[p.step, p.seconds, p.accuracy] for p in curve]})  # fmt: skip
+                at = "no link" if delay is None else f"{delay:g} ms"
+                console.print(f"round {r + 1}/{rounds} {name:14} {at:>7}: {result['sps']:7.0f} samples/s, "
+                              f"accuracy {result['final_accuracy']:.4f} ({time.monotonic() - t0:.0f}s)")  # fmt: skip
+    result = summarize(runs, delays=delays, steps=steps, cut=cut, rounds=rounds)
+    print_table(result)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "latency.json").write_text(json.dumps(result, indent=2))
+        plot(result, out / "latency.png")
+        console.print(f"wrote {out / 'latency.json'} and {out / 'latency.png'}")
+    return result
+
+
+def _median(values: list[float | None]) -> float | None:
+    """Median of the runs that got there (None when fewer than half did)."""
+    got = sorted(v for v in values if v is not None)
+    return statistics.median(got) if len(got) * 2 > len(values) else None
+
+
+def summarize(runs: list[dict[str, Any]], *, delays: list[float], steps: int, cut: int, rounds: int) -> dict[str, Any]:
+    ref = [r for r in runs if r["contestant"] == REFERENCE]
+    ref_accuracy = statistics.median(r["final_accuracy"] for r in ref)
+    target = TARGET_FRACTION * ref_accuracy
+    for r in runs:
+        curve = [CurvePoint(step=s, seconds=t, accuracy=a, loss=0.0) for s, t, a in r["curve"]]
+        r["time_to_target_s"] = time_to(curve, target)
+    table: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        key = f"{r['contestant']}@{'none' if r['delay_ms'] is None else format(r['delay_ms'], 'g')}"
+        table.setdefault(key, {"contestant": r["contestant"], "delay_ms": r["delay_ms"], "runs": []})["runs"].append(r)
+    for row in table.values():
+        rs = row.pop("runs")
+        row["samples_per_second"] = statistics.median(r["sps"] for r in rs)
+        row["samples_per_second_all"] = [r["sps"] for r in rs]
+        row["final_accuracy"] = statistics.median(r["final_accuracy"] for r in rs)
+        row["time_to_target_s"] = _median([r["time_to_target_s"] for r in rs])
+        if rs[0]["lag"] is not None:
+            row["lag_seconds_p50"] = statistics.median(r["lag"]["seconds"]["p50"] for r in rs)
+            row["lag_seconds_p90"] = statistics.median(r["lag"]["seconds"]["p90"] for r in rs)
+            row["lag_steps_p50"] = statistics.median(r["lag"]["steps"]["p50"] for r in rs)
+            row["lag_steps_max"] = max(r["lag"]["steps"]["max"] for r in rs)
+    return {
+        "model": {
+            "depth": bench_runs.DEPTH,
+            "width": bench_runs.WIDTH,
+            "batch": bench_runs.BATCH,
+            "cut_after_layer": cut,
+        },
+        "steps": steps,
+        "rounds": rounds,
+        "delays_ms": delays,
+        "reference_final_accuracy": ref_accuracy,
+        "target_accuracy": target,
+        "table": table,
+        "ratios": ratios(table, delays),
+        "runs": runs,
+    }
+
+
+def ratios(table: dict[str, dict[str, Any]], delays: list[float]) -> dict[str, dict[str, Any]]:
+    """Per delay: sg over its own zero-delay speed, over bp on the same link, over the best pipelining."""
+
+    def sps(name: str, d: float) -> float | None:
+        row = table.get(f"{name}@{d:g}")
+        return None if row is None else float(row["samples_per_second"])
+
+    out: dict[str, dict[str, Any]] = {}
+    base = sps("sg-2proc", 0) if 0 in delays else None
+    for d in delays:
+        sg, bp = sps("sg-2proc", d), sps("bp-2proc", d)
+        pps = [(row["samples_per_second"], row["contestant"]) for row in table.values()
+               if row["contestant"].startswith("pp-") and row["delay_ms"] == d]  # fmt: skip
+        best = max(pps) if pps else None
+        out[f"{d:g}"] = {
+            "sg_over_own_zero_delay": sg / base if sg and base else None,
+            "sg_over_bp": sg / bp if sg and bp else None,
+            "sg_over_best_pipelining": sg / best[0] if sg and best else None,
+            "best_pipelining": best[1] if best else None,
+        }
+    return out
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    t = Table(title=f"dni-bench latency: target accuracy {result['target_accuracy']:.4f} "
+                    f"(97 % of one-process backprop's {result['reference_final_accuracy']:.4f})")  # fmt: skip
+    for col in ("contestant", "one-way delay", "samples/s", "final acc.", "time to target", "lag p50 (s / steps)"):
+        t.add_column(col, justify="left" if col == "contestant" else "right")
+    for row in result["table"].values():
+        lag = f"{row['lag_seconds_p50']:.3f} / {row['lag_steps_p50']:.0f}" if "lag_seconds_p50" in row else "-"
+        t.add_row(row["contestant"], "no link" if row["delay_ms"] is None else f"{row['delay_ms']:g} ms",
+                  f"{row['samples_per_second']:.0f}", f"{row['final_accuracy']:.4f}",
+                  _fmt(row["time_to_target_s"], ".2f") + " s", lag)  # fmt: skip
+    Console().print(t)
+    print(json.dumps(result["ratios"]))
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    delays = result["delays_ms"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = sorted({row["contestant"] for row in result["table"].values() if row["delay_ms"] is not None})
+    xs = list(range(len(delays)))
+    for name in names:
+        ys = [result["table"].get(f"{name}@{d:g}", {}).get("samples_per_second") for d in delays]
+        ax1.plot(xs, ys, marker="o", label=name)
+    ref = result["table"][f"{REFERENCE}@none"]["samples_per_second"]
+    ax1.axhline(ref, color="grey", linestyle="--", label=f"{REFERENCE} (no link)")
+    ax1.set_xticks(xs, [f"{d:g}" for d in delays])
+    ax1.set_xlabel("one-way link delay (ms)")
+    ax1.set_ylabel("samples/s (median of rounds)")
+    ax1.set_title("Throughput against link latency")
+    ax1.legend(fontsize=8)
+    worst = max(delays)
+    for r in result["runs"]:
+        if r["round"] == 0 and (r["delay_ms"] == worst or r["delay_ms"] is None):
+            label = r["contestant"] + (f" @ {worst:g} ms" if r["delay_ms"] is not None else " (no link)")
+            ax2.plot([c[1] for c in r["curve"]], [c[2] for c in r["curve"]], marker=".", label=label)
+    ax2.axhline(result["target_accuracy"], color="grey", linestyle=":", label="target")
+    ax2.set_xlabel("wall seconds since the first step")
+    ax2.set_ylabel("test accuracy")
+    ax2.set_title(f"Accuracy against wall time at {worst:g} ms (round 1)")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,237 @@
+"""The contestants of dni-bench, each run as its own processes and timed over its training loop.
+
+    python -m dni_dist.bench_runs torch-loop 300 -1 0 /tmp/t      # internal: what dni-bench starts
+
+Every contestant trains the same balanced MLP (8 hidden ReLU+BN layers of 512, batch 128, the
+bundled MNIST subset, Adam lr 1e-3, seed 0) on the same batch stream. `delay_ms` >= 0 puts every
+link between two processes through a `FaultProxy` holding each chunk that long (dni-launch:
+`runtime.link_delay_ms`; pipelining: `RelayStore` on gloo's links); -1 runs them direct.
+`snapshot_every` > 0 keeps the weights every K steps so `dni_dist.snapshots.learning_curve`
+gives accuracy against wall time for any contestant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dni_dist.snapshots import Snapshots
+
+DEPTH, WIDTH, BATCH = 8, 512, 128
+CUT = 4  # default cut: after hidden layer 4, four hidden layers per block (block 0 also holds the SG)
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def config(method: str, steps: int, placement: str, cut: int = CUT) -> dict[str, Any]:
+    return {
+        "model": {"kind": "mlp", "depth": DEPTH, "width": WIDTH, "batch_norm": True},
+        "split": {"placement": placement, "cuts": [cut]} if placement == "explicit" else {"placement": placement},
+        "credit": {"method": method},
+        "data": {"name": "mnist", "subset": True, "batch_size": BATCH},
+        "run": {"steps": steps, "seed": 0, "threads": 1},
+    }
+
+
+def env(threads: int = 1) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def batches() -> Iterator[tuple[Any, Any]]:
+    """The same batch stream every contestant trains on (bundled MNIST subset, seed 0)."""
+    from dni_dist.data import BatchStream, load_dataset
+
+    ds = load_dataset("mnist", subset=True)
+    return iter(BatchStream(ds.x_train, ds.labels_train, 10, BATCH, seed=0))
+
+
+def _write_run(out: Path, cfg: dict[str, Any], blocks: int) -> None:
+    """A summary.json with what `learning_curve` reads, for a contestant that is not dni-launch."""
+    from dni_dist.recipes import config_from_dict
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"config": config_from_dict(cfg).to_dict(), "blocks": [{"block": k} for k in range(blocks)]}
+    (out / "summary.json").write_text(json.dumps(summary))
+
+
+def _last_json(stdout: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_torch_single(steps: int, threads: int = 1, out: Path | None = None, snapshot_every: int = 0) -> float:
+    """Plain PyTorch, one process, `threads` intra-op threads; samples/s."""
+    if out is not None:
+        _write_run(out, config("bp", steps, "none"), blocks=1)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dni_dist.bench_runs", "torch-loop", str(steps), str(threads), str(snapshot_every),
+         str(out or "")],
+        env=env(threads), capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    return float(_last_json(proc.stdout)["sps"])
+
+
+@app.command("torch-loop")
+def torch_loop(steps: int, threads: int, snapshot_every: int, out: str) -> None:
+    """The plain PyTorch baseline: no stages, no messages."""
+    import torch
+    import torch.nn.functional as F
+
+    from dni_dist.config import ModelConfig
+    from dni_dist.models import build_layers
+
+    torch.set_num_threads(threads)
+    layers, _ = build_layers(ModelConfig(kind="mlp", depth=DEPTH, width=WIDTH), input_dim=784, num_classes=10, seed=0)
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    stream, snaps = batches(), Snapshots(snapshot_every)
+    start = time.perf_counter()
+    for step in range(steps):
+        x, y = next(stream)
+        opt.zero_grad()
+        torch.autograd.backward(F.cross_entropy(model(x), y))
+        opt.step()
+        snaps.take(step, [model])
+    print(json.dumps({"sps": steps * BATCH / (time.perf_counter() - start)}))
+    if out:
+        snaps.write(Path(out), 0)
+
+
+def run_bp_single(steps: int) -> float:
+    """dni_dist's own in-process trainer doing backprop, one thread; samples/s."""
+    code = (
+        "import json,sys; from dni_dist import config_from_dict, train; "
+        "r = train(config_from_dict(json.loads(sys.argv[1]))); "
+        f"print(json.dumps({{'sps': {steps * BATCH} / r.wall_seconds}}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(config("bp", steps, "none"))],
+        env=env(), capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    return float(_last_json(proc.stdout)["sps"])
+
+
+def run_dni(
+    method: str, steps: int, out: Path, cut: int, *, insecure: bool = False, sets: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """dni-launch, 2 worker processes of 1 thread, the cut after layer `cut`; its summary.json."""
+    cfg = out.with_suffix(".toml")
+    c = config(method, steps, "explicit", cut)
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(
+        "\n".join(
+            f"[{sec}]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in vals.items()) for sec, vals in c.items()
+        )
+    )
+    values = {key: str(v).lower() if isinstance(v, bool) else str(v) for key, v in (sets or {}).items()}
+    extra = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+    proc = subprocess.run(
+        [sys.executable, "-c", "from dni_dist.cli import launch_main; launch_main()", "--recipe", str(cfg),
+         "--blocks", "2", "--gpus", "cpu", "--threads", "1", "--out", str(out), "--no-live",
+         *(["--insecure"] if insecure else []), *extra],
+        env=env(), capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"dni-launch failed ({proc.returncode}):\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
+def run_pipelining(
+    schedule: str, microbatches: int, steps: int, out: Path, cut: int, *, delay_ms: float = -1, snapshot_every: int = 0
+) -> float:
+    """torch.distributed.pipelining on 2 gloo processes; samples/s (the slower rank's loop)."""
+    _write_run(out, config("bp", steps, "explicit", cut), blocks=2)
+    port = free_port()
+    procs = []
+    for rank in (0, 1):
+        cmd = [sys.executable, "-m", "dni_dist.bench_runs", "pp-rank", str(rank), str(port), schedule,
+               str(microbatches), str(steps), str(out), str(cut), "off" if delay_ms < 0 else str(delay_ms),
+               str(snapshot_every)]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for p in procs:
+        text, _ = p.communicate(timeout=1800)
+        if p.returncode != 0:
+            raise RuntimeError(f"pipelining rank failed:\n{text[-2000:]}")
+    seconds = max(float(json.loads((out / f"pp-{r}.json").read_text())["seconds"]) for r in (0, 1))
+    return steps * BATCH / seconds
+
+
+@app.command("pp-rank")
+def pp_rank(
+    rank: int,
+    port: int,
+    schedule: str,
+    microbatches: int,
+    steps: int,
+    out: Path,
+    cut: int,
+    delay_ms: Annotated[str, typer.Argument(help="one-way delay of gloo's links, or 'off' (direct)")] = "off",
+    snapshot_every: Annotated[int, typer.Argument()] = 0,
+) -> None:
+    """One rank of the torch.distributed.pipelining contestant."""
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+    from dni_dist.config import ModelConfig
+    from dni_dist.models import build_layers
+    from dni_dist.relay_store import RelayStore
+
+    torch.set_num_threads(1)
+    store: Any = getattr(dist, "TCPStore")(  # noqa: B009
+        "127.0.0.1", port, 2, rank == 0, timeout=timedelta(seconds=120)
+    )
+    delay_s = None if delay_ms == "off" else float(delay_ms) / 1000
+    if delay_s is not None:
+        store = RelayStore(store, delay_s)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
+    layers, _ = build_layers(ModelConfig(kind="mlp", depth=DEPTH, width=WIDTH), input_dim=784, num_classes=10, seed=0)
+    module = torch.nn.Sequential(*(layers[:cut] if rank == 0 else layers[cut:]))
+    stage = PipelineStage(module, rank, 2, torch.device("cpu"))
+    kinds = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+    sched = kinds[schedule](stage, n_microbatches=microbatches, loss_fn=lambda o, y: F.cross_entropy(o, y))
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)  # as dni_dist uses
+    stream, snaps = batches(), Snapshots(snapshot_every)
+    start = time.perf_counter()
+    for step in range(steps):
+        x, y = next(stream)
+        opt.zero_grad()
+        if rank == 0:
+            sched.step(x)
+        else:
+            sched.step(target=y, losses=[])
+        opt.step()
+        if step == 0:  # the first step's shape inference ran BatchNorm on uninitialised (NaN) inputs
+            for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+                if bn.running_mean is not None and not torch.isfinite(bn.running_mean).all():
+                    bn.reset_running_stats()
+        snaps.take(step, [module])
+    seconds = time.perf_counter() - start
+    (out / f"pp-{rank}.json").write_text(json.dumps({"seconds": seconds}))
+    snaps.write(out, rank)
+    dist.barrier()
+    if isinstance(store, RelayStore):
+        store.close(drain_s=2 * (delay_s or 0.0) + 0.5)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    app()
