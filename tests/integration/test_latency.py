@@ -54,14 +54,15 @@ def test_dni_bench_latency_mode_runs_and_writes_its_json_and_figure(tmp_path: Pa
     import sys
 
     out = tmp_path / "bench"
-    cmd = [sys.executable, "-c", "from dni_dist.bench import main; main()", "--link-delay-ms", "0,10",
+    cmd = [sys.executable, "-c", "from dni_dist.bench import main; main()", "--link-delay-ms", "5",
            "--rounds", "1", "--steps", "50", "--snapshot-every", "25", "--schedules", "1f1b", "--microbatches", "2",
            "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=380)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "latency.json").read_text())
     assert set(result["table"]) == {"torch-1proc@none"} | {
-        f"{c}@{d}" for c in ("sg-2proc", "sg-2proc-w8", "bp-2proc", "pp-1f1b-m2") for d in ("0", "10")
+        f"{c}@5" for c in ("sg-2proc", "sg-2proc-w8", "bp-2proc", "pp-1f1b-m2")
     }
-    assert result["ratios"]["10"]["best_pipelining"] == "pp-1f1b-m2"
+    assert result["ratios"]["5"]["best_pipelining"] == "pp-1f1b-m2"
+    assert all(0 < row["final_accuracy"] <= 1 for row in result["table"].values())
     assert (out / "latency.png").stat().st_size > 10_000
