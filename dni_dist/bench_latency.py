@@ -80,7 +80,7 @@ def run_latency(
     contestants: dict[str, Any] = {
         "sg-2proc": lambda d, o: _dni("sg", "auto", steps, cut, d, snapshot_every, o),
         "sg-2proc-w8": lambda d, o: _dni("sg", "fixed", steps, cut, d, snapshot_every, o),
-        "bp-2proc": lambda d, o: _dni("bp", "auto", steps, cut, d, snapshot_every, o),
+        "bp-2proc": lambda d, o: _dni("bp", "fixed", steps, cut, d, snapshot_every, o),
     }
     for s, m in pipelining:
         contestants[f"pp-{s}-m{m}"] = lambda d, o, s=s, m=m: _pp(s, m, steps, cut, d, snapshot_every, o)

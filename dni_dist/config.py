@@ -290,9 +290,9 @@ class RuntimeConfig:
 
     lockstep: bool = False  # step t+1 enters block 0 only after step t finished everywhere (== in-process)
     max_inflight: int = 8  # steps an sg interface may run ahead of the targets it has received
-    # auto: widen that window to cover the link's round trip, ceil(fastest target round trip / own
-    # step time) + 1, never below max_inflight nor above max_window (slow links); fixed: max_inflight
-    window: str = "auto"
+    # fixed: max_inflight bounds staleness; auto (for slow links): widen the window to cover the
+    # link's round trip, ceil(fastest target round trip / own step time) + 1, up to max_window
+    window: str = "fixed"
     max_window: int = 64  # the most steps `window = "auto"` lets an sg interface run ahead
     overflow: str = "block"  # window full: block (wait) | drop-oldest (forget the oldest step, never wait)
     queue_limit: int = 16  # drop-oldest: gradients waiting to be sent beyond this are discarded

@@ -18,13 +18,14 @@ TINY = ["--width", "64", "--batch-size", "32", "--threads", "1", "--blocks", "2"
 @pytest.mark.timeout(120)
 def test_a_delayed_link_widens_the_auto_window_and_snapshots_give_the_learning_curve(tmp_path: Path) -> None:
     delay = ["--set", "runtime.link_delay_ms=30", "--set", "runtime.max_inflight=2"]
-    summary = run_launch([*TINY, *delay, "--set", "runtime.snapshot_every=40"], tmp_path / "auto")
+    auto = ["--set", "runtime.window=auto", "--set", "runtime.snapshot_every=40"]
+    summary = run_launch([*TINY, *delay, *auto], tmp_path / "auto")
     block0 = summary["blocks"][0]
     assert block0["lag_seconds"]["p50"] >= 0.06, "a target crosses two 30 ms links"
     assert 4 <= block0["lag_steps"]["max"] <= 64, "the auto window let more than max_inflight=2 steps fly"
 
-    fixed = run_launch([*TINY, *delay, "--set", "runtime.window=fixed"], tmp_path / "fixed")
-    assert fixed["blocks"][0]["lag_steps"]["max"] <= 2, "a fixed window holds max_inflight"
+    fixed = run_launch([*TINY, *delay], tmp_path / "fixed")
+    assert fixed["blocks"][0]["lag_steps"]["max"] <= 2, "the default, fixed window holds max_inflight"
 
     curve = learning_curve(tmp_path / "auto")
     assert [p.step for p in curve] == [39, 79, 119]

@@ -54,8 +54,8 @@ def test_the_auto_window_covers_the_links_round_trip_and_no_more() -> None:
     block = block0()
     fill(block)
     fixed = Admission(RuntimeConfig(max_inflight=2, window="fixed"), blocks=2)
-    auto = Admission(RuntimeConfig(max_inflight=2), blocks=2)
-    capped = Admission(RuntimeConfig(max_inflight=2, max_window=6), blocks=2)
+    auto = Admission(RuntimeConfig(max_inflight=2, window="auto"), blocks=2)
+    capped = Admission(RuntimeConfig(max_inflight=2, window="auto", max_window=6), blocks=2)
     assert auto.window(block) == 2  # nothing measured yet: max_inflight
     lags = block.stages[0].stats.lags
     for step, seconds in enumerate((0.5, 0.095, 0.3, 0.2)):  # the first is slow start-up, then queueing
