@@ -40,7 +40,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dni_dist.bench_runs import BATCH, CUT, DEPTH, WIDTH, run_bp_single, run_dni, run_pipelining, run_torch_single
+from dni_dist.bench_runs import (
+    BATCH,
+    CUT,
+    DEPTH,
+    WIDTH,
+    even_cuts,
+    run_bp_single,
+    run_dni,
+    run_pipelining,
+    run_torch_single,
+)
 
 app = typer.Typer(add_completion=False, help=__doc__)
 console = Console(stderr=True)
@@ -62,6 +72,7 @@ def bench(
         typer.Option(help="latency mode: one-way delays in ms, e.g. 0,2,10,50 (dni_dist.bench_latency)"),
     ] = None,
     snapshot_every: Annotated[int, typer.Option(help="latency mode: steps between learning-curve points")] = 25,
+    blocks: Annotated[str, typer.Option(help="latency mode: process counts to compare, e.g. 2,4")] = "2",
 ) -> None:
     """Run the comparison and print the table."""
     if link_delay_ms is not None:
@@ -74,7 +85,13 @@ def bench(
         if not delays or min(delays) < 0:
             raise typer.BadParameter(f"--link-delay-ms needs one or more delays >= 0, got {link_delay_ms!r}")
         pipelining = [(s, int(m)) for s in schedules.split(",") for m in microbatches.split(",")]
-        run_latency(delays=delays, rounds=rounds, steps=steps, cut=cut, pipelining=pipelining,
+        try:
+            counts = [int(b) for b in blocks.split(",") if b.strip()]
+            for b in counts:
+                even_cuts(b)
+        except ValueError as e:
+            raise typer.BadParameter(f"--blocks {blocks!r}: {e}") from None
+        run_latency(delays=delays, rounds=rounds, steps=steps, blocks=counts, cut=cut, pipelining=pipelining,
                     snapshot_every=snapshot_every, out=out)  # fmt: skip
         return
     contestants: dict[str, Any] = {

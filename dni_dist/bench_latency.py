@@ -1,15 +1,17 @@
 """dni-bench --link-delay-ms: training over slow links, decoupled against locked, side by side.
 
     dni-bench --link-delay-ms 0,2,10,50 --rounds 3 --out docs/bench/latency   # about 25 minutes on 2 cores
+    dni-bench --link-delay-ms 0,10,50 --blocks 4 --rounds 3 --out docs/bench/latency4
 
-Every link between the two processes of a contestant goes through dni_dist's fault proxy holding
-each chunk the given one-way delay (also at 0 ms, so the proxy's own cost is in every number):
+Every link between two processes of a contestant goes through dni_dist's fault proxy holding
+each chunk the given one-way delay (also at 0 ms, so the proxy's own cost is in every number).
+For B blocks (--blocks; each gets 8/B of the hidden layers):
 
-- sg-2proc        dni-launch, 2 blocks, free-running cDNI, the auto credit window
-- sg-2proc-w8     the same with the window fixed at 8 steps (`runtime.window = "fixed"`): what
+- sg-Bproc        dni-launch, B blocks, free-running cDNI, the auto credit window
+- sg-Bproc-w8     the same with the window fixed at 8 steps (`runtime.window = "fixed"`): what
                   the auto window buys on a slow link
-- bp-2proc        the same two processes with backprop at the cut (update-locked)
-- pp-<s>-m<M>     torch.distributed.pipelining on two gloo processes, gloo's links relayed
+- bp-Bproc        the same processes with backprop at the cuts (update-locked)
+- pp-<s>-m<M>-Bproc  torch.distributed.pipelining, one gloo process per stage, gloo's links relayed
 - torch-1proc     the reference: plain PyTorch backprop in one process, no link at all
 
 Contestants run interleaved (every delay and contestant once per round). Each run keeps its
@@ -31,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dni_dist import bench_runs
+from dni_dist.bench_runs import Cut
 from dni_dist.snapshots import CurvePoint, learning_curve, time_to
 
 console = Console(stderr=True)
@@ -42,7 +45,7 @@ def _curve(out: Path) -> list[CurvePoint]:
     return learning_curve(out)
 
 
-def _dni(method: str, window: str, steps: int, cut: int, delay: float, every: int, out: Path) -> dict[str, Any]:
+def _dni(method: str, window: str, steps: int, cut: Cut, delay: float, every: int, out: Path) -> dict[str, Any]:
     sets = {"runtime.link_delay_ms": delay, "runtime.relay_links": True, "runtime.window": window,
             "runtime.snapshot_every": every}  # fmt: skip
     summary = bench_runs.run_dni(method, steps, out, cut, sets=sets)
@@ -53,7 +56,7 @@ def _dni(method: str, window: str, steps: int, cut: int, delay: float, every: in
             "curve": curve, "lag": lag}  # fmt: skip
 
 
-def _pp(schedule: str, m: int, steps: int, cut: int, delay: float, every: int, out: Path) -> dict[str, Any]:
+def _pp(schedule: str, m: int, steps: int, cut: Cut, delay: float, every: int, out: Path) -> dict[str, Any]:
     sps = bench_runs.run_pipelining(schedule, m, steps, out, cut, delay_ms=delay, snapshot_every=every)
     curve = _curve(out)
     return {"sps": sps, "final_accuracy": curve[-1].accuracy, "curve": curve, "lag": None}
@@ -70,6 +73,7 @@ def run_latency(
     delays: list[float],
     rounds: int,
     steps: int,
+    blocks: list[int],
     cut: int,
     pipelining: list[tuple[str, int]],
     snapshot_every: int,
@@ -77,13 +81,16 @@ def run_latency(
 ) -> dict[str, Any]:
     if steps % snapshot_every:
         raise ValueError(f"--steps ({steps}) must be a multiple of --snapshot-every ({snapshot_every})")
-    contestants: dict[str, Any] = {
-        "sg-2proc": lambda d, o: _dni("sg", "auto", steps, cut, d, snapshot_every, o),
-        "sg-2proc-w8": lambda d, o: _dni("sg", "fixed", steps, cut, d, snapshot_every, o),
-        "bp-2proc": lambda d, o: _dni("bp", "fixed", steps, cut, d, snapshot_every, o),
-    }
-    for s, m in pipelining:
-        contestants[f"pp-{s}-m{m}"] = lambda d, o, s=s, m=m: _pp(s, m, steps, cut, d, snapshot_every, o)
+    contestants: dict[str, Any] = {}
+    for b in blocks:
+        cuts: Cut = cut if b == 2 else bench_runs.even_cuts(b)
+        contestants[f"sg-{b}proc"] = lambda d, o, c=cuts: _dni("sg", "auto", steps, c, d, snapshot_every, o)
+        contestants[f"sg-{b}proc-w8"] = lambda d, o, c=cuts: _dni("sg", "fixed", steps, c, d, snapshot_every, o)
+        contestants[f"bp-{b}proc"] = lambda d, o, c=cuts: _dni("bp", "fixed", steps, c, d, snapshot_every, o)
+        for s, m in pipelining:
+            contestants[f"pp-{s}-m{m}-{b}proc"] = lambda d, o, s=s, m=m, c=cuts: _pp(
+                s, m, steps, c, d, snapshot_every, o
+            )
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
@@ -98,7 +105,7 @@ def run_latency(
                 at = "no link" if delay is None else f"{delay:g} ms"
                 console.print(f"round {r + 1}/{rounds} {name:14} {at:>7}: {result['sps']:7.0f} samples/s, "
                               f"accuracy {result['final_accuracy']:.4f} ({time.monotonic() - t0:.0f}s)")  # fmt: skip
-    result = summarize(runs, delays=delays, steps=steps, cut=cut, rounds=rounds)
+    result = summarize(runs, delays=delays, steps=steps, cut=cut, rounds=rounds, blocks=blocks)
     print_table(result)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +121,9 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(got) if len(got) * 2 > len(values) else None
 
 
-def summarize(runs: list[dict[str, Any]], *, delays: list[float], steps: int, cut: int, rounds: int) -> dict[str, Any]:
+def summarize(
+    runs: list[dict[str, Any]], *, delays: list[float], steps: int, cut: int, rounds: int, blocks: list[int]
+) -> dict[str, Any]:
     ref = [r for r in runs if r["contestant"] == REFERENCE]
     ref_accuracy = statistics.median(r["final_accuracy"] for r in ref)
     target = TARGET_FRACTION * ref_accuracy
@@ -149,26 +158,29 @@ def summarize(runs: list[dict[str, Any]], *, delays: list[float], steps: int, cu
         "reference_final_accuracy": ref_accuracy,
         "target_accuracy": target,
         "table": table,
-        "ratios": ratios(table, delays),
+        "blocks": blocks,
+        "ratios": ratios(table, delays, blocks),
         "runs": runs,
     }
 
 
-def ratios(table: dict[str, dict[str, Any]], delays: list[float]) -> dict[str, dict[str, Any]]:
-    """Per delay: sg over its own zero-delay speed, over bp on the same link, over the best pipelining."""
+def ratios(table: dict[str, dict[str, Any]], delays: list[float], blocks: list[int]) -> dict[str, dict[str, Any]]:
+    """Per block count and delay ("2proc@10"): sg over its own zero-delay speed, over bp on the
+    same links, over the best pipelining schedule at that delay."""
 
     def sps(name: str, d: float) -> float | None:
         row = table.get(f"{name}@{d:g}")
         return None if row is None else float(row["samples_per_second"])
 
     out: dict[str, dict[str, Any]] = {}
-    base = sps("sg-2proc", 0) if 0 in delays else None
-    for d in delays:
-        sg, bp = sps("sg-2proc", d), sps("bp-2proc", d)
+    for b, d in ((b, d) for b in blocks for d in delays):
+        base = sps(f"sg-{b}proc", 0) if 0 in delays else None
+        sg, bp = sps(f"sg-{b}proc", d), sps(f"bp-{b}proc", d)
         pps = [(row["samples_per_second"], row["contestant"]) for row in table.values()
-               if row["contestant"].startswith("pp-") and row["delay_ms"] == d]  # fmt: skip
+               if row["contestant"].startswith("pp-") and row["contestant"].endswith(f"-{b}proc")
+               and row["delay_ms"] == d]  # fmt: skip
         best = max(pps) if pps else None
-        out[f"{d:g}"] = {
+        out[f"{b}proc@{d:g}"] = {
             "sg_over_own_zero_delay": sg / base if sg and base else None,
             "sg_over_bp": sg / bp if sg and bp else None,
             "sg_over_best_pipelining": sg / best[0] if sg and best else None,

@@ -33,10 +33,27 @@ CUT = 4  # default cut: after hidden layer 4, four hidden layers per block (bloc
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def config(method: str, steps: int, placement: str, cut: int = CUT) -> dict[str, Any]:
+Cut = int | tuple[int, ...]  # after which hidden layer(s) the model is cut: one cut, 2 processes
+
+
+def cuts_of(cut: Cut) -> tuple[int, ...]:
+    return (cut,) if isinstance(cut, int) else tuple(cut)
+
+
+def even_cuts(blocks: int) -> tuple[int, ...]:
+    """Cuts that give each of `blocks` processes DEPTH / blocks hidden layers (2: after layer 4)."""
+    if blocks < 2 or DEPTH % blocks:
+        raise ValueError(f"{blocks} blocks cannot split {DEPTH} hidden layers evenly; use 2, 4 or 8")
+    return tuple(DEPTH // blocks * i for i in range(1, blocks))
+
+
+def config(method: str, steps: int, placement: str, cut: Cut = CUT) -> dict[str, Any]:
+    split = (
+        {"placement": placement, "cuts": list(cuts_of(cut))} if placement == "explicit" else {"placement": placement}
+    )
     return {
         "model": {"kind": "mlp", "depth": DEPTH, "width": WIDTH, "batch_norm": True},
-        "split": {"placement": placement, "cuts": [cut]} if placement == "explicit" else {"placement": placement},
+        "split": split,
         "credit": {"method": method},
         "data": {"name": "mnist", "subset": True, "batch_size": BATCH},
         "run": {"steps": steps, "seed": 0, "threads": 1},
@@ -128,9 +145,9 @@ def run_bp_single(steps: int) -> float:
 
 
 def run_dni(
-    method: str, steps: int, out: Path, cut: int, *, insecure: bool = False, sets: dict[str, Any] | None = None
+    method: str, steps: int, out: Path, cut: Cut, *, insecure: bool = False, sets: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """dni-launch, 2 worker processes of 1 thread, the cut after layer `cut`; its summary.json."""
+    """dni-launch, one worker process of 1 thread per block (2 for one cut); its summary.json."""
     cfg = out.with_suffix(".toml")
     c = config(method, steps, "explicit", cut)
     cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +160,7 @@ def run_dni(
     extra = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
     proc = subprocess.run(
         [sys.executable, "-c", "from dni_dist.cli import launch_main; launch_main()", "--recipe", str(cfg),
-         "--blocks", "2", "--gpus", "cpu", "--threads", "1", "--out", str(out), "--no-live",
+         "--blocks", str(len(cuts_of(cut)) + 1), "--gpus", "cpu", "--threads", "1", "--out", str(out), "--no-live",
          *(["--insecure"] if insecure else []), *extra],
         env=env(), capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
@@ -154,22 +171,24 @@ def run_dni(
 
 
 def run_pipelining(
-    schedule: str, microbatches: int, steps: int, out: Path, cut: int, *, delay_ms: float = -1, snapshot_every: int = 0
+    schedule: str, microbatches: int, steps: int, out: Path, cut: Cut, *, delay_ms: float = -1, snapshot_every: int = 0
 ) -> float:
-    """torch.distributed.pipelining on 2 gloo processes; samples/s (the slower rank's loop)."""
-    _write_run(out, config("bp", steps, "explicit", cut), blocks=2)
+    """torch.distributed.pipelining, one gloo process per stage; samples/s (the slowest rank's loop)."""
+    ranks = len(cuts_of(cut)) + 1
+    _write_run(out, config("bp", steps, "explicit", cut), blocks=ranks)
     port = free_port()
     procs = []
-    for rank in (0, 1):
+    for rank in range(ranks):
         cmd = [sys.executable, "-m", "dni_dist.bench_runs", "pp-rank", str(rank), str(port), schedule,
-               str(microbatches), str(steps), str(out), str(cut), "off" if delay_ms < 0 else str(delay_ms),
+               str(microbatches), str(steps), str(out), ",".join(map(str, cuts_of(cut))),
+               "off" if delay_ms < 0 else str(delay_ms),
                str(snapshot_every)]  # fmt: skip
         procs.append(subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for p in procs:
         text, _ = p.communicate(timeout=1800)
         if p.returncode != 0:
             raise RuntimeError(f"pipelining rank failed:\n{text[-2000:]}")
-    seconds = max(float(json.loads((out / f"pp-{r}.json").read_text())["seconds"]) for r in (0, 1))
+    seconds = max(float(json.loads((out / f"pp-{r}.json").read_text())["seconds"]) for r in range(ranks))
     return steps * BATCH / seconds
 
 
@@ -181,7 +200,7 @@ def pp_rank(
     microbatches: int,
     steps: int,
     out: Path,
-    cut: int,
+    cut: Annotated[str, typer.Argument(help="comma-separated cuts (hidden layers); one process per stage")],
     delay_ms: Annotated[str, typer.Argument(help="one-way delay of gloo's links, or 'off' (direct)")] = "off",
     snapshot_every: Annotated[int, typer.Argument()] = 0,
 ) -> None:
@@ -196,16 +215,18 @@ def pp_rank(
     from dni_dist.relay_store import RelayStore
 
     torch.set_num_threads(1)
+    bounds = [0, *(int(c) for c in cut.split(",")), None]
+    world = len(bounds) - 1
     store: Any = getattr(dist, "TCPStore")(  # noqa: B009
-        "127.0.0.1", port, 2, rank == 0, timeout=timedelta(seconds=120)
+        "127.0.0.1", port, world, rank == 0, timeout=timedelta(seconds=120)
     )
     delay_s = None if delay_ms == "off" else float(delay_ms) / 1000
     if delay_s is not None:
         store = RelayStore(store, delay_s)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     layers, _ = build_layers(ModelConfig(kind="mlp", depth=DEPTH, width=WIDTH), input_dim=784, num_classes=10, seed=0)
-    module = torch.nn.Sequential(*(layers[:cut] if rank == 0 else layers[cut:]))
-    stage = PipelineStage(module, rank, 2, torch.device("cpu"))
+    module = torch.nn.Sequential(*layers[bounds[rank] : bounds[rank + 1]])
+    stage = PipelineStage(module, rank, world, torch.device("cpu"))
     kinds = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
     sched = kinds[schedule](stage, n_microbatches=microbatches, loss_fn=lambda o, y: F.cross_entropy(o, y))
     opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)  # as dni_dist uses
@@ -216,8 +237,10 @@ def pp_rank(
         opt.zero_grad()
         if rank == 0:
             sched.step(x)
-        else:
+        elif rank == world - 1:
             sched.step(target=y, losses=[])
+        else:
+            sched.step()
         opt.step()
         if step == 0:  # the first step's shape inference ran BatchNorm on uninitialised (NaN) inputs
             for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm1d)):

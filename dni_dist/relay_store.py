@@ -64,17 +64,22 @@ class RelayStore(_Store):  # type: ignore[misc]
     def set(self, key: str, value: Any) -> None:
         raw = value.encode() if isinstance(value, str) else bytes(value)
         if key.rsplit("/", 1)[-1].isdigit() and "//" in key:  # gloo's per-rank address value
-            i = _loopback_address(raw)
-            if i is None:
-                raise RelayError(f"no loopback IPv4 address in gloo's value for {key!r}: cannot relay this link")
-            port = int.from_bytes(raw[i + 2 : i + 4], "big")
-            host = ".".join(str(b) for b in raw[i + 4 : i + 8])
-            proxy = _proxy_beside((host, port)).start()
-            if self.delay_s > 0:
-                proxy.delay(self.delay_s, seconds=float("inf"))
-            self.proxies.append(proxy)
-            raw = raw[: i + 2] + proxy.port.to_bytes(2, "big") + raw[i + 4 :]
+            raw = self._relay(key, raw)
         self.base.set(key, raw)
+
+    def _relay(self, key: str, raw: bytes) -> bytes:
+        """The rank's listening address (one per rank: gloo tells its pairs apart by a sequence
+        number, not by port) behind a proxy."""
+        i = _loopback_address(raw)
+        if i is None:
+            raise RelayError(f"no loopback IPv4 address in gloo's value for {key!r}: cannot relay this link")
+        port = int.from_bytes(raw[i + 2 : i + 4], "big")
+        host = ".".join(str(b) for b in raw[i + 4 : i + 8])
+        proxy = _proxy_beside((host, port)).start()
+        if self.delay_s > 0:
+            proxy.delay(self.delay_s, seconds=float("inf"))
+        self.proxies.append(proxy)
+        return raw[: i + 2] + int(proxy.port).to_bytes(2, "big") + raw[i + 4 :]
 
     def get(self, key: str) -> bytes:
         result: bytes = self.base.get(key)

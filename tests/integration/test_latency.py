@@ -36,13 +36,13 @@ def test_a_delayed_link_widens_the_auto_window_and_snapshots_give_the_learning_c
 
 @pytest.mark.timeout(120)
 def test_gloo_links_of_the_pipelining_contestant_go_through_the_delaying_proxy(tmp_path: Path) -> None:
-    """RelayStore: every step of 1F1B crosses the 30 ms link at least twice (activations forward,
-    gradients back), so 20 steps take >= 1.2 s; without the relay they take far less."""
-    from dni_dist.bench_runs import BATCH, run_pipelining
+    """RelayStore: every step of 1F1B on 4 stages crosses each 30 ms link at least twice
+    (activations forward, gradients back), so 20 steps take >= 20 x 6 x 0.03 = 3.6 s."""
+    from dni_dist.bench_runs import BATCH, even_cuts, run_pipelining
 
     steps = 20
-    delayed = run_pipelining("1f1b", 2, steps, tmp_path / "slow", 4, delay_ms=30, snapshot_every=10)
-    assert steps * BATCH / delayed >= 1.2
+    delayed = run_pipelining("1f1b", 4, steps, tmp_path / "slow", even_cuts(4), delay_ms=30, snapshot_every=10)
+    assert steps * BATCH / delayed >= 3.6
     curve = learning_curve(tmp_path / "slow")
     assert [p.step for p in curve] == [9, 19] and curve[-1].accuracy > 0.5, "weights (and BN statistics) usable"
 
@@ -62,8 +62,8 @@ def test_dni_bench_latency_mode_runs_and_writes_its_json_and_figure(tmp_path: Pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "latency.json").read_text())
     assert set(result["table"]) == {"torch-1proc@none"} | {
-        f"{c}@5" for c in ("sg-2proc", "sg-2proc-w8", "bp-2proc", "pp-1f1b-m2")
+        f"{c}@5" for c in ("sg-2proc", "sg-2proc-w8", "bp-2proc", "pp-1f1b-m2-2proc")
     }
-    assert result["ratios"]["5"]["best_pipelining"] == "pp-1f1b-m2"
+    assert result["ratios"]["2proc@5"]["best_pipelining"] == "pp-1f1b-m2-2proc"
     assert all(0 < row["final_accuracy"] <= 1 for row in result["table"].values())
     assert (out / "latency.png").stat().st_size > 10_000
