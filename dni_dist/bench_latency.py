@@ -196,13 +196,13 @@ def _fmt(v: float | None, spec: str) -> str:
 def print_table(result: dict[str, Any]) -> None:
     t = Table(title=f"dni-bench latency: target accuracy {result['target_accuracy']:.4f} "
                     f"(97 % of one-process backprop's {result['reference_final_accuracy']:.4f})")  # fmt: skip
-    for col in ("contestant", "one-way delay", "samples/s", "final acc.", "time to target", "lag p50 (s / steps)"):
-        t.add_column(col, justify="left" if col == "contestant" else "right")
+    for col in ("contestant", "one-way delay", "samples/s", "final acc.", "time to target (s)", "lag p50 (s / steps)"):
+        t.add_column(col, justify="left" if col == "contestant" else "right", no_wrap=col == "contestant")
     for row in result["table"].values():
         lag = f"{row['lag_seconds_p50']:.3f} / {row['lag_steps_p50']:.0f}" if "lag_seconds_p50" in row else "-"
         t.add_row(row["contestant"], "no link" if row["delay_ms"] is None else f"{row['delay_ms']:g} ms",
                   f"{row['samples_per_second']:.0f}", f"{row['final_accuracy']:.4f}",
-                  _fmt(row["time_to_target_s"], ".2f") + " s", lag)  # fmt: skip
+                  _fmt(row["time_to_target_s"], ".2f"), lag)  # fmt: skip
     Console().print(t)
     print(json.dumps(result["ratios"]))
 
@@ -217,9 +217,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = sorted({row["contestant"] for row in result["table"].values() if row["delay_ms"] is not None})
     xs = list(range(len(delays)))
+    colour = {name: f"C{i}" for i, name in enumerate(names)} | {REFERENCE: "grey"}
     for name in names:
         ys = [result["table"].get(f"{name}@{d:g}", {}).get("samples_per_second") for d in delays]
-        ax1.plot(xs, ys, marker="o", label=name)
+        ax1.plot(xs, ys, marker="o", label=name, color=colour[name])
     ref = result["table"][f"{REFERENCE}@none"]["samples_per_second"]
     ax1.axhline(ref, color="grey", linestyle="--", label=f"{REFERENCE} (no link)")
     ax1.set_xticks(xs, [f"{d:g}" for d in delays])
@@ -231,8 +232,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for r in result["runs"]:
         if r["round"] == 0 and (r["delay_ms"] == worst or r["delay_ms"] is None):
             label = r["contestant"] + (f" @ {worst:g} ms" if r["delay_ms"] is not None else " (no link)")
-            ax2.plot([c[1] for c in r["curve"]], [c[2] for c in r["curve"]], marker=".", label=label)
-    ax2.axhline(result["target_accuracy"], color="grey", linestyle=":", label="target")
+            ax2.plot([c[1] for c in r["curve"]], [c[2] for c in r["curve"]], marker=".", label=label,
+                     color=colour[r["contestant"]])  # fmt: skip
+    ax2.axhline(result["target_accuracy"], color="black", linestyle=":", label="target")
     ax2.set_xlabel("wall seconds since the first step")
     ax2.set_ylabel("test accuracy")
     ax2.set_title(f"Accuracy against wall time at {worst:g} ms (round 1)")
