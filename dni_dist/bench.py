@@ -56,7 +56,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 console = Console(stderr=True)
 
 
-@app.command("run")
+@app.command("run", help=__doc__)
 def bench(
     rounds: Annotated[int, typer.Option(help="interleaved rounds (each runs every contestant once)")] = 3,
     steps: Annotated[int, typer.Option(help="training steps per contestant run")] = 300,

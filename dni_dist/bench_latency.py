@@ -110,8 +110,9 @@ def run_latency(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "latency.json").write_text(json.dumps(result, indent=2))
+        (out / "latency.md").write_text(markdown(result))
         plot(result, out / "latency.png")
-        console.print(f"wrote {out / 'latency.json'} and {out / 'latency.png'}")
+        console.print(f"wrote {out / 'latency.json'}, latency.md and latency.png")
     return result
 
 
@@ -205,6 +206,35 @@ def print_table(result: dict[str, Any]) -> None:
                   _fmt(row["time_to_target_s"], ".2f"), lag)  # fmt: skip
     Console().print(t)
     print(json.dumps(result["ratios"]))
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table and the ratios as Markdown (latency.md), for docs/benchmarks.md."""
+    lines = [
+        f"Target accuracy {result['target_accuracy']:.4f} (97 % of one-process backprop's final "
+        f"{result['reference_final_accuracy']:.4f}); {result['steps']} steps of batch {result['model']['batch']}, "
+        f"medians of {result['rounds']} interleaved rounds.",
+        "",
+        "| contestant | one-way delay | samples/s | final test accuracy | time to target (s) | "
+        "lag p50 (s) | lag p90 (s) | lag p50 / max (steps) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["table"].values():
+        lag = [
+            _fmt(row.get("lag_seconds_p50"), ".3f"),
+            _fmt(row.get("lag_seconds_p90"), ".3f"),
+            f"{row['lag_steps_p50']:.0f} / {row['lag_steps_max']:.0f}" if "lag_steps_p50" in row else "-",
+        ]
+        delay = "no link" if row["delay_ms"] is None else f"{row['delay_ms']:g} ms"
+        lines.append(f"| {row['contestant']} | {delay} | {row['samples_per_second']:.0f} | "
+                     f"{100 * row['final_accuracy']:.2f} % | {_fmt(row['time_to_target_s'], '.2f')} | "
+                     + " | ".join(lag) + " |")  # fmt: skip
+    lines += ["", "| blocks @ delay | sg / own 0 ms | sg / bp | sg / best pipelining | best pipelining |",
+              "|---|---:|---:|---:|---|"]  # fmt: skip
+    for key, r in result["ratios"].items():
+        lines.append(f"| {key} ms | {_fmt(r['sg_over_own_zero_delay'], '.2f')} | {_fmt(r['sg_over_bp'], '.2f')} | "
+                     f"{_fmt(r['sg_over_best_pipelining'], '.2f')} | {r['best_pipelining'] or '-'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
