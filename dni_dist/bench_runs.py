@@ -242,10 +242,9 @@ def pp_rank(
         else:
             sched.step()
         opt.step()
-        if step == 0:  # the first step's shape inference ran BatchNorm on uninitialised (NaN) inputs
+        if step == 0 and rank > 0:  # the first step's shape inference fed BatchNorm uninitialised memory
             for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm1d)):
-                if bn.running_mean is not None and not torch.isfinite(bn.running_mean).all():
-                    bn.reset_running_stats()
+                bn.reset_running_stats()  # garbage (NaN, or huge but finite) in the running statistics
         snaps.take(step, [module])
     seconds = time.perf_counter() - start
     (out / f"pp-{rank}.json").write_text(json.dumps({"seconds": seconds}))
