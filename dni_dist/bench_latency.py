@@ -41,30 +41,26 @@ REFERENCE = "torch-1proc"
 TARGET_FRACTION = 0.97
 
 
-def _curve(out: Path) -> list[CurvePoint]:
-    return learning_curve(out)
-
-
 def _dni(method: str, window: str, steps: int, cut: Cut, delay: float, every: int, out: Path) -> dict[str, Any]:
     sets = {"runtime.link_delay_ms": delay, "runtime.relay_links": True, "runtime.window": window,
             "runtime.snapshot_every": every}  # fmt: skip
     summary = bench_runs.run_dni(method, steps, out, cut, sets=sets)
     block0 = summary["blocks"][0]
     lag = {"seconds": block0["lag_seconds"], "steps": block0["lag_steps"]} if method == "sg" else None
-    curve = _curve(out)
+    curve = learning_curve(out)
     return {"sps": summary["samples_per_second"], "final_accuracy": summary["final"]["test_accuracy"],
             "curve": curve, "lag": lag}  # fmt: skip
 
 
 def _pp(schedule: str, m: int, steps: int, cut: Cut, delay: float, every: int, out: Path) -> dict[str, Any]:
     sps = bench_runs.run_pipelining(schedule, m, steps, out, cut, delay_ms=delay, snapshot_every=every)
-    curve = _curve(out)
+    curve = learning_curve(out)
     return {"sps": sps, "final_accuracy": curve[-1].accuracy, "curve": curve, "lag": None}
 
 
 def _reference(steps: int, every: int, out: Path) -> dict[str, Any]:
     sps = bench_runs.run_torch_single(steps, threads=1, out=out, snapshot_every=every)
-    curve = _curve(out)
+    curve = learning_curve(out)
     return {"sps": sps, "final_accuracy": curve[-1].accuracy, "curve": curve, "lag": None}
 
 

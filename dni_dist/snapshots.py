@@ -7,8 +7,8 @@ step t is evaluated afterwards, at the wall-clock time the last block reached st
 
 The blocks of a free-running run are at different steps at any moment; "the model of step t" is
 every block's weights right after it processed step t, which exists, complete, once the last
-block has processed t: that is the time a curve point gets (seconds since block 0 fed its first
-batch, on the machine's wall clock; blocks on other machines need synchronised clocks). Taking a
+block has processed t: that is the time a curve point gets (seconds since block 0 finished its
+first step, on the machine's wall clock; blocks on other machines need synchronised clocks). Taking a
 snapshot copies the block's module state in memory (no optimizer state, nothing written until
 the end), so the timing of the run is barely touched; the copies cost memory, about
 (steps / K) x the block's weights: keep K coarse for big models.
@@ -32,7 +32,7 @@ SNAPSHOT_DIR = "snapshots"
 @dataclass(frozen=True)
 class CurvePoint:
     step: int
-    seconds: float  # since block 0 fed its first batch
+    seconds: float  # since block 0 finished its first step
     accuracy: float
     loss: float
 
