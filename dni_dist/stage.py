@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dni_dist.config import OptimConfig, SyntheticConfig
@@ -40,6 +39,7 @@ from dni_dist.losses import accuracy, get_loss, output_width
 from dni_dist.messages import Kind, Message
 from dni_dist.optim import lr_factor, make_optimizer
 from dni_dist.records import LagLog, Recent
+from dni_dist.sg_step import sg_step
 from dni_dist.synthetic import SyntheticGradient, make_synthetic_gradient
 
 log = logging.getLogger(__name__)
@@ -134,15 +134,6 @@ class StageStats:
     train: Recent[tuple[int, float, float]] = field(default_factory=Recent)  # last stage: (step, loss, acc)
 
 
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Cosine similarity of two tensors as flat vectors (three dot products: a tenth of the cost
-    of F.cosine_similarity's normalise-then-multiply on one CPU thread)."""
-    a, b = a.flatten(), b.flatten()
-    ab, aa, bb = torch.stack([torch.dot(a, b), torch.dot(a, a), torch.dot(b, b)]).tolist()
-    denom = math.sqrt(aa * bb)
-    return ab / denom if denom > 0 else 0.0
-
-
 class Stage:
     def __init__(
         self,
@@ -170,11 +161,14 @@ class Stage:
         )
         self.sg: SyntheticGradient | None = None
         self.sg_optimizer: torch.optim.Optimizer | None = None
+        self.sg_every = synthetic.update_every
         if spec.out_method in ("sg", "sg_beta"):
             # an MLP SG's hidden layers are random: seed them from run.seed, never from the global RNG
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed * 1009 + spec.index + 500_009)
                 self.sg = make_synthetic_gradient(synthetic, act_shape=spec.out_shape, label_dim=spec.num_classes)
+            if spec.out_method == "sg_beta" and synthetic.update_every > 1:
+                raise ValueError("synthetic.update_every > 1 applies to sg; sg_beta's update needs the SG every step")
             sg_cfg = OptimConfig(name=synthetic.optimizer, lr=synthetic.lr)
             self.sg_optimizer = make_optimizer(list(self.sg.parameters()), sg_cfg)
         self.feedback: torch.Tensor | None = None
@@ -280,7 +274,8 @@ class Stage:
             g = (msg.tensor @ self.feedback).view(entry.h.shape)  # e·B, one flat row per example
             return self._update(msg.step, entry.x, entry.h, g, waited="output_error")
         if spec.out_method == "sg":
-            self._train_sg(msg.step, entry.h, entry.y, msg.tensor, beta=None)
+            if msg.step % self.sg_every == 0:  # synthetic.update_every: the other targets only free the step
+                self._train_sg(msg.step, entry.h, entry.y, msg.tensor, beta=None)
             return []
         if spec.out_method == "sg_beta":
             g = self._train_sg(msg.step, entry.h, entry.y, msg.tensor, beta=spec.beta)
@@ -374,26 +369,9 @@ class Stage:
     def _train_sg(
         self, step: int, h: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, *, beta: float | None
     ) -> torch.Tensor:
-        """One SG optimizer step towards the per-example target N·δ; with `beta`, also return
-        the conspiring update signal SG/N + β·∂loss/∂h for this stage's module."""
+        """One SG optimizer step towards the per-example target N·δ (dni_dist.sg_step); with
+        `beta`, return the conspiring update signal SG/N + β·∂loss/∂h for this stage's module."""
         assert self.sg is not None and self.sg_optimizer is not None
-        n = h.shape[0]
-        target = delta.detach() * n  # the target is a constant: never backprop into it
-        h_leaf = h.detach().requires_grad_(beta is not None)
-        pred: torch.Tensor
-        if beta is None and self.sg.kind == "linear":
-            pred, loss = self.sg.regression_grads(h_leaf, y, target)  # no graph: the default's hot path
-        else:
-            with torch.enable_grad():
-                pred = self.sg(h_leaf, y)
-                sg_loss = F.mse_loss(pred, target)
-                self.sg_optimizer.zero_grad(set_to_none=True)
-                torch.autograd.backward(sg_loss)
-            loss = float(sg_loss.detach())
-        cosine = _cosine(pred.detach(), target)
-        self.stats.sg.append(SGRecord(step, loss, cosine))
-        self.sg_optimizer.step()
-        if beta is None:
-            return pred.detach() / n
-        assert h_leaf.grad is not None
-        return pred.detach() / n + beta * h_leaf.grad
+        signal, loss, cos = sg_step(self.sg, self.sg_optimizer, h, y, delta, beta=beta)
+        self.stats.sg.append(SGRecord(step, loss, cos))
+        return signal

@@ -5,7 +5,9 @@
     sg = make_synthetic_gradient(SyntheticConfig(), act_shape=(32, 14, 14), label_dim=10)  # auto: conv
 
 - linear: SG(h, y) = h·A + y·C + b with A, C, b initialised to zero (the paper's choice: a
-  fresh SG predicts 0 and leaves the block below unchanged).
+  fresh SG predicts 0 and leaves the block below unchanged). With `rank` r > 0, A = U·V with
+  U: [d, r] random (seeded by the caller) and V: [r, d] zero, so it still starts at 0 and each
+  prediction costs 2·N·d·r multiply-adds instead of N·d² (`synthetic.rank`).
 - mlp: ReLU hidden layers, the output layer zero-initialised (also starts at 0).
 - sigmoid: SG(z, y) = σ(z·A + y·C + b) − y, for log loss at the output (paper §4). It models
   ∂L/∂logits = p − y, whose linear fit fails on separable data; it needs dim(h) = dim(y), or
@@ -53,6 +55,7 @@ def make_synthetic_gradient(cfg: SyntheticConfig, *, act_shape: tuple[int, ...],
         act_shape=act_shape,
         channels=cfg.channels,
         kernel=cfg.kernel,
+        rank=cfg.rank,
     )
 
 
@@ -69,6 +72,7 @@ class SyntheticGradient(nn.Module):
         act_shape: tuple[int, ...] | None = None,  # conv: (C, H, W)
         channels: int = 64,  # conv: hidden channels
         kernel: int = 3,  # conv: kernel size
+        rank: int = 0,  # linear: factor A = U·V with inner width `rank` (0: a full d x d matrix)
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -81,13 +85,21 @@ class SyntheticGradient(nn.Module):
                 f"label width ({label_dim}), or one logit and two classes; use it at the output "
                 "interface (split.placement = 'output')"
             )
+        if rank and kind != "linear":
+            raise ValueError(f"synthetic.rank={rank} applies to a linear SG only, this interface's SG is {kind!r}")
         self.A: nn.Parameter | None = None
+        self.U: nn.Parameter | None = None  # rank > 0: A = U·V
+        self.V: nn.Parameter | None = None
         self.C: nn.Parameter | None = None
         self.b: nn.Parameter | None = None
         self.mlp: nn.Sequential | None = None
         self.conv: ConvSGNet | None = None
         if kind in ("linear", "sigmoid"):
-            self.A = nn.Parameter(torch.zeros(act_dim, act_dim)) if self.use_h else None
+            if rank and self.use_h:
+                self.U = nn.Parameter(torch.randn(act_dim, rank) / math.sqrt(act_dim))
+                self.V = nn.Parameter(torch.zeros(rank, act_dim))
+            elif self.use_h:
+                self.A = nn.Parameter(torch.zeros(act_dim, act_dim))
             self.C = nn.Parameter(torch.zeros(label_dim, act_dim)) if self.use_y else None
             self.b = nn.Parameter(torch.zeros(act_dim))
         elif kind == "mlp":
@@ -115,9 +127,14 @@ class SyntheticGradient(nn.Module):
         else:
             raise ValueError(f"unknown SG kind {kind!r}; expected linear, mlp, conv or sigmoid")
 
-    def _linear(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _linear(self, h: torch.Tensor, y: torch.Tensor, hu: torch.Tensor | None = None) -> torch.Tensor:
         assert self.b is not None
-        out = torch.addmm(self.b, h, self.A) if self.A is not None else self.b.expand(h.shape[0], -1)
+        if self.A is not None:
+            out = torch.addmm(self.b, h, self.A)
+        elif self.U is not None and self.V is not None:
+            out = torch.addmm(self.b, h @ self.U if hu is None else hu, self.V)
+        else:
+            out = self.b.expand(h.shape[0], -1)
         if self.C is not None:
             out = torch.addmm(out, y, self.C)
         return out
@@ -150,12 +167,16 @@ class SyntheticGradient(nn.Module):
         if h.dim() > 2:
             flat, loss = self.regression_grads(h.flatten(1), y, target.flatten(1))
             return flat.view(h.shape), loss
-        pred = self._linear(h, y)
+        hu = h @ self.U if self.U is not None else None  # low rank: keep h·U for V's gradient
+        pred = self._linear(h, y, hu)
         residual = pred - target
         scale = 2.0 / residual.numel()  # d mean(r²) / dr = 2r / numel
         grad_out = residual * scale
         if self.A is not None:
             self.A.grad = h.T @ grad_out
+        if hu is not None and self.U is not None and self.V is not None:
+            self.U.grad = h.T @ (grad_out @ self.V.T)
+            self.V.grad = hu.T @ grad_out
         if self.C is not None:
             self.C.grad = y.T @ grad_out
         self.b.grad = grad_out.sum(dim=0)
@@ -166,8 +187,9 @@ class SyntheticGradient(nn.Module):
         """(A, C, b) of a linear module, detached: the SG is h·A + y·C + b."""
         if self.kind != "linear" or self.b is None:
             raise ValueError(f"implied-loss terms exist only for a linear SG module, not {self.kind!r}")
+        A = self.A if self.U is None or self.V is None else self.U @ self.V
         return (
-            None if self.A is None else self.A.detach(),
+            None if A is None else A.detach(),
             None if self.C is None else self.C.detach(),
             self.b.detach(),
         )
@@ -175,7 +197,7 @@ class SyntheticGradient(nn.Module):
     def implied_loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-example loss implied by a linear SG, up to a constant (docs/design.md):
         L̂(h) = ½ h·sym(A)·hᵀ + (b + y·C)·hᵀ, where sym(A) = (A + Aᵀ)/2."""
-        A, C, b = self.linear_terms()
+        A, C, b = self.linear_terms()  # A = U·V for a low-rank SG
         lin = b.expand(h.shape[0], -1)
         if C is not None:
             lin = lin + y @ C

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from dni_dist import OptimConfig, Stage, StageSpec, SyntheticConfig, SyntheticGradient
-from dni_dist.messages import Kind
+from dni_dist.config import ConfigError
+from dni_dist.messages import Kind, Message
 
 
 def test_linear_sg_recovers_a_fixed_linear_gradient_field() -> None:
@@ -80,11 +81,13 @@ def test_sigmoid_head_predicts_p_minus_y_shape_and_rejects_hidden_interfaces() -
         SyntheticGradient(kind="sigmoid", conditioning="activation+label", act_dim=8, label_dim=2)
 
 
+@pytest.mark.parametrize("rank", [0, 2])
 @pytest.mark.parametrize("conditioning", ["activation+label", "activation", "label"])
-def test_closed_form_sg_gradients_equal_autograd(conditioning: str) -> None:
-    """The graph-free SG step the stage uses computes exactly the gradient autograd would."""
+def test_closed_form_sg_gradients_equal_autograd(conditioning: str, rank: int) -> None:
+    """The graph-free SG step the stage uses computes exactly the gradient autograd would
+    (full A, and the low-rank A = U·V of `synthetic.rank`)."""
     torch.manual_seed(3)
-    sg = SyntheticGradient(kind="linear", conditioning=conditioning, act_dim=6, label_dim=3)
+    sg = SyntheticGradient(kind="linear", conditioning=conditioning, act_dim=6, label_dim=3, rank=rank)
     with torch.no_grad():
         for p in sg.parameters():
             p.normal_()
@@ -100,3 +103,48 @@ def test_closed_form_sg_gradients_equal_autograd(conditioning: str) -> None:
         torch.testing.assert_close(fast[name], p.grad, msg=f"gradient of {name}")
     with pytest.raises(ValueError, match="linear SG"):
         SyntheticGradient(kind="mlp", conditioning=conditioning, act_dim=6, label_dim=3).regression_grads(h, y, target)
+
+
+def test_low_rank_sg_starts_at_zero_learns_and_implies_its_product() -> None:
+    """rank r: A = U·V starts at 0 (V zero), learns a rank-r field, and implied_loss uses U·V."""
+    g = torch.Generator().manual_seed(1)
+    d, c, r = 8, 3, 2
+    A = torch.randn(d, r, generator=g) @ torch.randn(r, d, generator=g)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        sg = SyntheticGradient(kind="linear", conditioning="activation+label", act_dim=d, label_dim=c, rank=r)
+    assert sg.A is None and sg.U is not None and sg.U.shape == (d, r)
+    h, y = torch.randn(4, d, generator=g), torch.eye(c)[torch.tensor([0, 1, 2, 0])]
+    assert torch.count_nonzero(sg(h, y)) == 0
+    opt = torch.optim.Adam(sg.parameters(), lr=1e-2)
+    for _ in range(2000):
+        h = torch.randn(64, d, generator=g)
+        sg.regression_grads(h, torch.zeros(64, c), h @ A)
+        opt.step()
+    h = torch.randn(256, d, generator=g)
+    assert F.mse_loss(sg(h, torch.zeros(256, c)), h @ A).item() < 1e-3
+    full, _, _ = sg.linear_terms()
+    assert full is not None
+    torch.testing.assert_close(full, (sg.U @ sg.V).detach())  # type: ignore[operator]
+    with pytest.raises(ValueError, match="linear SG only"):
+        SyntheticGradient(kind="mlp", conditioning="activation", act_dim=d, label_dim=c, rank=r)
+
+
+def test_update_every_trains_the_sg_on_every_kth_target_only() -> None:
+    """synthetic.update_every = 3: of steps 0..5 the SG learns from the targets of 0 and 3; the
+    others still free their step (nothing stays pending)."""
+    spec = StageSpec(index=0, num_stages=2, in_method=None, out_method="sg", in_dim=5, out_dim=4, num_classes=3)
+    block = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU())
+    cfg = SyntheticConfig(update_every=3)
+    stage = Stage(spec, block, optim=OptimConfig(), synthetic=cfg, total_steps=10, seed=0)
+    g = torch.Generator().manual_seed(0)
+    for step in range(6):
+        x, y = torch.randn(8, 5, generator=g), F.one_hot(torch.arange(8) % 3, 3).float()
+        h = stage.forward(step, x, y)[0].tensor
+        stage.receive(Message(Kind.GRADIENT, step, 1, torch.randn(h.shape, generator=g), None))
+    assert [r.step for r in stage.stats.sg] == [0, 3]
+    assert not stage.pending
+    with pytest.raises(ConfigError, match="synthetic.update_every"):
+        SyntheticConfig(update_every=0)
+    with pytest.raises(ConfigError, match="synthetic.rank"):
+        SyntheticConfig(kind="mlp", rank=4)
