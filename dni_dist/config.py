@@ -310,7 +310,9 @@ class RuntimeConfig:
     inject_fault: str = ""  # tests: block=I,step=S,kind=kill|exit|hang|partition|delay|drop (dni_dist.faults)
     drain_timeout_s: float = 60.0  # after the last step: how long to wait for outstanding targets
     progress_every_s: float = 0.5  # progress reports (the launcher's heartbeat) and metrics refresh
-    snapshot_every: int = 0  # keep every block's weights every N steps for a learning curve (dni_dist.snapshots)
+    # keep every block's weights every N steps for a learning curve (dni_dist.snapshots; in-process:
+    # TrainResult.snapshots)
+    snapshot_every: int = 0
     relay_links: bool = False  # every inter-block edge through a dni_dist.proxy.FaultProxy (benchmarks)
     link_delay_ms: float = 0.0  # > 0: those proxies hold every chunk this long, one way (a slow link)
 

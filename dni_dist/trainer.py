@@ -31,6 +31,7 @@ from dni_dist.locking import locking
 from dni_dist.losses import accuracy, get_loss
 from dni_dist.models import assemble
 from dni_dist.recipes import config_from_dict
+from dni_dist.snapshots import Snapshots
 from dni_dist.stage import Stage, StageStats
 from dni_dist.topology import Topology
 
@@ -57,6 +58,7 @@ class TrainResult:
     samples: int = 0  # training examples seen
     wall_seconds: float = 0.0
     eval_seconds: float = 0.0  # of wall_seconds, spent on the run.eval_every test evaluations
+    snapshots: Snapshots | None = None  # the weights every runtime.snapshot_every steps (write(out, 0))
 
     @property
     def test_loss(self) -> float:
@@ -164,6 +166,7 @@ def train(
         topo.num_stages,
         ", ".join(f"after layer {c}: {m}" for c, m in zip(topo.cuts, topo.methods)) or "none (plain backprop)",
     )
+    result.snapshots = Snapshots(cfg.runtime.snapshot_every)
     start = time.perf_counter()
     last = built[-1].stats.train
     for step in range(cfg.run.steps):
@@ -178,6 +181,7 @@ def train(
             point = evaluate(model, ds.x_test, y_test, cfg.model.loss)
             result.evals.append(EvalPoint(step + 1, point.loss, point.accuracy))
             result.eval_seconds += time.perf_counter() - eval_start
+        result.snapshots.take(step, [s.module for s in built])
         if progress is not None:
             progress(step, loss)
     result.wall_seconds = time.perf_counter() - start
