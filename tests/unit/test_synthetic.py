@@ -144,7 +144,7 @@ def test_update_every_trains_the_sg_on_every_kth_target_only() -> None:
         stage.receive(Message(Kind.GRADIENT, step, 1, torch.randn(h.shape, generator=g), None))
     assert [r.step for r in stage.stats.sg] == [0, 3]
     assert not stage.pending
-    with pytest.raises(ConfigError, match="synthetic.update_every"):
+    with pytest.raises(ConfigError, match=r"synthetic\.update_every"):
         SyntheticConfig(update_every=0)
-    with pytest.raises(ConfigError, match="synthetic.rank"):
+    with pytest.raises(ConfigError, match=r"synthetic\.rank"):
         SyntheticConfig(kind="mlp", rank=4)
