@@ -26,10 +26,11 @@ from dni_dist.bench_runs import even_cuts
 from dni_dist.bench_speed import Options, contestants, run_speed
 from dni_dist.bench_transport import DEFAULT_SIZES, parse_size
 
-app = typer.Typer(add_completion=False, help=__doc__)
+HELP = (__doc__ or "").replace("\n    ", "\n")  # typer would indent all example lines but the first
+app = typer.Typer(add_completion=False, help=HELP)
 
 
-@app.command("run", help=__doc__)
+@app.command("run", help=HELP)
 def bench(
     rounds: Annotated[int, typer.Option(help="interleaved rounds (each runs every contestant once)")] = 3,
     steps: Annotated[int, typer.Option(help="training steps per contestant run")] = 600,
