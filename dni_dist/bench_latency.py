@@ -34,7 +34,7 @@ from rich.table import Table
 
 from dni_dist import bench_runs
 from dni_dist.bench_runs import Cut
-from dni_dist.snapshots import CurvePoint, learning_curve, time_to
+from dni_dist.curves import CurvePoint, learning_curve, time_to
 
 console = Console(stderr=True)
 REFERENCE = "torch-1proc"
@@ -104,18 +104,8 @@ def run_latency(
     result = summarize(runs, delays=delays, steps=steps, cut=cut, rounds=rounds, blocks=blocks)
     print_table(result)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "latency.json").write_text(json.dumps(result, indent=2))
-        (out / "latency.md").write_text(markdown(result))
-        plot(result, out / "latency.png")
-        console.print(f"wrote {out / 'latency.json'}, latency.md and latency.png")
+        bench_runs.write_results(out, "latency", result, markdown, plot)
     return result
-
-
-def _median(values: list[float | None]) -> float | None:
-    """Median of the runs that got there (None when fewer than half did)."""
-    got = sorted(v for v in values if v is not None)
-    return statistics.median(got) if len(got) * 2 > len(values) else None
 
 
 def summarize(
@@ -136,7 +126,7 @@ def summarize(
         row["samples_per_second"] = statistics.median(r["sps"] for r in rs)
         row["samples_per_second_all"] = [r["sps"] for r in rs]
         row["final_accuracy"] = statistics.median(r["final_accuracy"] for r in rs)
-        row["time_to_target_s"] = _median([r["time_to_target_s"] for r in rs])
+        row["time_to_target_s"] = bench_runs.median_reached([r["time_to_target_s"] for r in rs])
         if rs[0]["lag"] is not None:
             row["lag_seconds_p50"] = statistics.median(r["lag"]["seconds"]["p50"] for r in rs)
             row["lag_seconds_p90"] = statistics.median(r["lag"]["seconds"]["p90"] for r in rs)

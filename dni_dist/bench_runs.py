@@ -10,7 +10,7 @@ linear head, a one-conv SG at the cut, `cnn`). Every process builds its modules 
 `delay_ms` >= 0 puts every link between two processes through a `FaultProxy` holding each chunk
 that long (dni-launch: `runtime.link_delay_ms`; pipelining: `RelayStore` on gloo's links); -1
 runs them direct.
-`snapshot_every` > 0 keeps the weights every K steps so `dni_dist.snapshots.learning_curve`
+`snapshot_every` > 0 keeps the weights every K steps so `dni_dist.curves.learning_curve`
 gives accuracy against wall time for any contestant.
 """
 
@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,6 +111,24 @@ def _write_run(out: Path, cfg: dict[str, Any], blocks: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     summary = {"config": config_from_dict(cfg).to_dict(), "blocks": [{"block": k} for k in range(blocks)]}
     (out / "summary.json").write_text(json.dumps(summary))
+
+
+def median_reached(values: list[float | None]) -> float | None:
+    """Median time to target over the runs that got there (None when fewer than half did)."""
+    got = sorted(v for v in values if v is not None)
+    return statistics.median(got) if len(got) * 2 > len(values) else None
+
+
+def write_results(
+    out: Path, stem: str, result: dict[str, Any], markdown: Callable[[dict[str, Any]], str],
+    plot: Callable[[dict[str, Any], Path], None],
+) -> None:  # fmt: skip
+    """<out>/<stem>.json (every measurement), <stem>.md (the tables) and <stem>.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{stem}.md").write_text(markdown(result))
+    plot(result, out / f"{stem}.png")
+    print(f"wrote {out / stem}.json, {stem}.md and {stem}.png")
 
 
 def _last_json(stdout: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from rich.table import Table
 from dni_dist import bench_runs
 from dni_dist.bench_transport import ENDPOINTS, run_transport
 from dni_dist.bench_transport import ratios as transport_ratios
-from dni_dist.snapshots import CurvePoint, learning_curve, time_to
+from dni_dist.curves import CurvePoint, learning_curve, time_to
 
 console = Console(stderr=True)
 BASELINE = "torch-1proc-1thread"
@@ -166,18 +166,8 @@ def run_speed(o: Options, out: Path | None) -> dict[str, Any]:
     result = summarize(runs, transport, o)
     print_table(result)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench.json").write_text(json.dumps(result, indent=1))
-        (out / "bench.md").write_text(markdown(result))
-        plot(result, out / "bench.png")
-        print(f"wrote {out / 'bench.json'}, bench.md and bench.png")
+        bench_runs.write_results(out, "bench", result, markdown, plot)
     return result
-
-
-def _median(values: list[float | None]) -> float | None:
-    """Median of the runs that got there (None when fewer than half did)."""
-    got = sorted(v for v in values if v is not None)
-    return statistics.median(got) if len(got) * 2 > len(values) else None
 
 
 def summarize(runs: list[dict[str, Any]], transport: list[dict[str, Any]], o: Options) -> dict[str, Any]:
@@ -193,7 +183,7 @@ def summarize(runs: list[dict[str, Any]], transport: list[dict[str, Any]], o: Op
             "samples_per_second": statistics.median(r["sps"] for r in rs),
             "samples_per_second_all": [r["sps"] for r in rs],
             "final_accuracy": statistics.median(r["final_accuracy"] for r in rs),
-            "time_to_target_s": _median([r["time_to_target_s"] for r in rs]),
+            "time_to_target_s": bench_runs.median_reached([r["time_to_target_s"] for r in rs]),
         }
     base = table[BASELINE]
     for row in table.values():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dni_dist.snapshots import learning_curve, time_to
+from dni_dist.curves import learning_curve, time_to
 
 from .helpers import run_launch
 
