@@ -200,13 +200,13 @@ class SyntheticConfig:
     kernel: int = 3  # conv: kernel size (odd: 'same' padding keeps H x W)
     optimizer: str = "adam"
     lr: float = 1e-3
-    rank: int = 0  # linear: A = U·V with this inner width (cheaper); 0 = the full d x d matrix
+    rank: int = 0  # linear: A = U·V of this inner width (cheaper; 0 = full d x d); conv: add flat(h)·U·V
     update_every: int = 1  # sg: train the SG on every k-th step's target only (1: every target)
 
     def __post_init__(self) -> None:
         _one_of(self.kind, SG_KINDS, "synthetic.kind")
         _check(self.rank >= 0, "synthetic.rank", f"must be >= 0 (0 = full rank), got {self.rank}")
-        _check(self.rank == 0 or self.kind in ("auto", "linear"), "synthetic.rank", "applies to a linear SG only")
+        _check(self.rank == 0 or self.kind in ("auto", "linear", "conv"), "synthetic.rank", "not for mlp/sigmoid")
         _check(self.update_every >= 1, "synthetic.update_every", f"must be >= 1, got {self.update_every}")
         _one_of(self.conditioning, CONDITIONINGS, "synthetic.conditioning")
         _check(self.hidden >= 1, "synthetic.hidden", "must be >= 1")

@@ -85,8 +85,8 @@ class SyntheticGradient(nn.Module):
                 f"label width ({label_dim}), or one logit and two classes; use it at the output "
                 "interface (split.placement = 'output')"
             )
-        if rank and kind != "linear":
-            raise ValueError(f"synthetic.rank={rank} applies to a linear SG only, this interface's SG is {kind!r}")
+        if rank and kind not in ("linear", "conv"):
+            raise ValueError(f"synthetic.rank={rank} applies to a linear or conv SG, this interface's SG is {kind!r}")
         self.A: nn.Parameter | None = None
         self.U: nn.Parameter | None = None  # rank > 0: A = U·V
         self.V: nn.Parameter | None = None
@@ -123,6 +123,7 @@ class SyntheticGradient(nn.Module):
                 channels=channels,
                 layers=layers,
                 kernel=kernel,
+                rank=rank,
             )
         else:
             raise ValueError(f"unknown SG kind {kind!r}; expected linear, mlp, conv or sigmoid")

@@ -13,6 +13,12 @@ and adds a learned gradient map per label, y·M with M: [K, C·H·W] (zero-initi
 linear SG's y·C term): shared conv weights see the same constant label channels everywhere,
 so without M the label's contribution could not depend on the position, while the true
 gradient does (the layers above weight every position differently).
+
+With `rank` r > 0 it also adds a global low-rank linear term, flat(h)·U·V (U: [C·H·W, r]
+random, V: [r, C·H·W] zero, so it too starts at 0): a conv only sees a k x k neighbourhood,
+while the true gradient at a conv layer depends on the whole map through the layers above
+(the linear head weights every position); the term gives the SG that global view at
+2·C·H·W·r multiply-adds per example.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class ConvSGNet(nn.Module):
         channels: int,
         layers: int,
         kernel: int,
+        rank: int = 0,
     ) -> None:
         super().__init__()
         if len(act_shape) != 3:
@@ -53,6 +60,9 @@ class ConvSGNet(nn.Module):
         nn.init.zeros_(out.bias)
         self.net = nn.Sequential(*parts, out)
         self.label_map = nn.Parameter(torch.zeros(label_dim, math.prod(act_shape))) if use_y else None
+        dim = math.prod(act_shape)
+        self.U = nn.Parameter(torch.randn(dim, rank) / math.sqrt(dim)) if rank and use_h else None
+        self.V = nn.Parameter(torch.zeros(rank, dim)) if rank and use_h else None
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _, height, width = self.act_shape
@@ -62,4 +72,6 @@ class ConvSGNet(nn.Module):
         out: torch.Tensor = self.net(torch.cat(inputs, dim=1))
         if self.label_map is not None:
             out = out + (y @ self.label_map).view(out.shape)
+        if self.U is not None and self.V is not None:
+            out = out + (h.flatten(1) @ self.U @ self.V).view(out.shape)
         return out

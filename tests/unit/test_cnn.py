@@ -180,3 +180,24 @@ def test_wire_carries_4d_activations_and_their_gradients() -> None:
         back = decode(frames, run="r", expect_block=1)
         assert isinstance(back, Message) and back.kind is msg.kind
         assert torch.equal(back.tensor, h) and (back.labels is None) == (msg.labels is None)
+
+
+def test_conv_sg_global_low_rank_term_starts_at_zero_and_sees_the_whole_map() -> None:
+    """synthetic.rank on a conv SG adds flat(h)·U·V: zero at first, and able to fit a gradient at
+    one corner that depends on the opposite corner, which a 3x3 conv cannot."""
+    torch.manual_seed(0)
+    cfg = SyntheticConfig(kind="conv", conditioning="activation", layers=0, rank=4)
+    sg = make_synthetic_gradient(cfg, act_shape=(2, 6, 6), label_dim=3)
+    g = torch.Generator().manual_seed(2)
+    h, y = torch.randn(64, 2, 6, 6, generator=g), torch.eye(3)[torch.arange(64) % 3]
+    assert torch.count_nonzero(sg(h, y)) == 0
+    target = torch.zeros_like(h)
+    target[:, 0, 0, 0] = 3 * h[:, 1, 5, 5]  # far outside any 3x3 neighbourhood
+    opt = torch.optim.Adam(sg.parameters(), lr=0.02)
+    for _ in range(400):
+        opt.zero_grad()
+        F.mse_loss(sg(h, y), target).backward()
+        opt.step()
+    assert F.mse_loss(sg(h, y), target).item() < 0.2 * target.pow(2).mean().item()
+    with pytest.raises(ValueError, match=r"synthetic\.rank"):
+        SyntheticConfig(kind="mlp", rank=4)

@@ -126,7 +126,7 @@ def test_low_rank_sg_starts_at_zero_learns_and_implies_its_product() -> None:
     full, _, _ = sg.linear_terms()
     assert full is not None
     torch.testing.assert_close(full, (sg.U @ sg.V).detach())  # type: ignore[operator]
-    with pytest.raises(ValueError, match="linear SG only"):
+    with pytest.raises(ValueError, match="linear or conv SG"):
         SyntheticGradient(kind="mlp", conditioning="activation", act_dim=d, label_dim=c, rank=r)
 
 
