@@ -1,6 +1,6 @@
 """dni-bench's main comparison: samples/s and time to accuracy, decoupled blocks against their peers.
 
-    dni-bench --rounds 3 --steps 600 --out docs/bench                 # the MLP, ~15 minutes on 2 cores
+    dni-bench --rounds 3 --steps 400 --sg-variants r64 --out docs/bench    # the MLP
     dni-bench --model cnn --rounds 3 --steps 300 --out docs/bench/cnn
     dni-bench --sg-variants r64,u4,r64u4 --only dni-sg-2proc --out /tmp/b   # cheaper SGs (synthetic.*)
 
