@@ -2,7 +2,7 @@
 
     dni-bench --rounds 3 --steps 600 --out docs/bench                  # samples/s + time to accuracy
     dni-bench --model cnn --rounds 3 --steps 300 --out docs/bench/cnn  # the conv net
-    dni-bench --sg-variants r64,u4 --only dni-sg-2proc --out /tmp/b   # cheaper synthetic gradients
+    dni-bench --sg-variants r64,u4 --only dni-sg-2proc-r64,dni-sg-2proc-u4 --out /tmp/b  # cheaper SGs
     dni-bench --link-delay-ms 0,2,10,50 --out docs/bench/latency      # slow links
 
 The default mode (dni_dist.bench_speed) runs plain PyTorch on 1 and 2 threads, dni_dist's own

@@ -2,7 +2,7 @@
 
     dni-bench --rounds 3 --steps 400 --sg-variants r64 --out docs/bench    # the MLP
     dni-bench --model cnn --rounds 3 --steps 300 --out docs/bench/cnn
-    dni-bench --sg-variants r64,u4,r64u4 --only dni-sg-2proc --out /tmp/b   # cheaper SGs (synthetic.*)
+    dni-bench --sg-variants r64,u4,r64u4 --only dni-sg-2proc-r64,dni-sg-2proc-u4 --out /tmp/b  # cheaper SGs
 
 Contestants (all train the same model from the same weights on the same batches; dni_dist.bench_runs):
 
