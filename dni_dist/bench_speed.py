@@ -33,7 +33,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,6 @@ class Options:
     snapshot_every: int = 50
     transport_sizes: tuple[int, ...] = ()  # empty: no transport line
     endpoints: tuple[str, ...] = ENDPOINTS
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.model not in bench_runs.MODELS:
@@ -112,7 +111,7 @@ def contestants(o: Options) -> dict[str, Callable[[Path], Run]]:
 
     def dni(method: str, insecure: bool = False, sets: dict[str, Any] | None = None) -> Callable[[Path], Run]:
         def run(w: Path) -> Run:
-            all_sets = {"runtime.snapshot_every": every, **o.extra, **(sets or {})}
+            all_sets = {"runtime.snapshot_every": every, **(sets or {})}
             s = bench_runs.run_dni(method, o.steps, w, o.cut, insecure=insecure, sets=all_sets, model=model)
             return {"sps": s["samples_per_second"], "final_accuracy": s["final"]["test_accuracy"], "curve": _curve(w)}
 
