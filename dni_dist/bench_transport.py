@@ -10,7 +10,7 @@ tensor bytes of the timed messages over the receiver's time from the first to th
 - raw:       pyzmq with its defaults, one bytes frame per message, blocking send and recv: the
              floor any messaging on ZeroMQ pays.
 - dni:       a gradient `Message` of a float32 [128, size / 512] tensor through `ZmqSender` and
-             `ZmqReceiver` with the runtime's socket options (HWM 4, zero-copy sends of
+             `ZmqReceiver` with the runtime's socket options (HWM 4, zero-copy tracked sends of
              big frames, msgpack header, validation, a tensor view on the received frame), plaintext.
 - dni-curve: the same, CURVE-encrypted (the runtime's default; docs/security.md).
 

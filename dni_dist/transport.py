@@ -14,11 +14,10 @@ two neighbours both push). HWM counts messages per pipe and TCP buffers hold mor
 worker bounds staleness itself with a credit window (`max_inflight`), not with HWM.
 
 [Note: zero-copy sends]
-Messages at least `track_bytes` long go out with copy=False: pyzmq holds a reference to each
-frame's buffer (and so to the tensor's memory) until libzmq has sent it. Stages never write to
-a tensor after sending it (gradients are reset with set_to_none), so neither a copy nor a
-MessageTracker is needed (one costs about 55 us per message: a one-process ping-pong of 64 KiB
-messages took 105 us tracked, 49 us untracked). CUDA tensors are staged through pinned host memory first.
+Tensor frames at least `track_bytes` long go out with copy=False and track=True; the sender
+keeps the tensor alive until ZeroMQ is done with it. Stages never write to a tensor after
+sending it (gradients are reset with set_to_none), so no copy is needed for safety.
+CUDA tensors are staged through pinned host memory first.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ class TransportConfig:
     heartbeat_timeout_ms: int = 10000
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 5000  # exponential reconnect backoff cap
-    track_bytes: int = 64 * 1024  # messages this large go out zero-copy (copy=False)
+    track_bytes: int = 64 * 1024
     max_tensor_bytes: int = MAX_TENSOR_BYTES  # larger tensor frames are rejected (counted as too_large)
 
     def __post_init__(self) -> None:
@@ -149,26 +148,32 @@ class ZmqSender:
         self.run = run
         self.block = block
         self.track_bytes = track_bytes
-        self.outbox: deque[list[Any]] = deque()
+        self.outbox: deque[tuple[list[Any], Message | Marker]] = deque()
+        self.in_flight: deque[tuple[zmq.MessageTracker, Message | Marker]] = deque()
         self.messages = 0
         self.bytes = 0
 
     def send(self, item: Message | Marker) -> None:
         if isinstance(item, Message):
             item = to_host(item)
-        self.outbox.append(encode(item, run=self.run, block=self.block))
+        self.outbox.append((encode(item, run=self.run, block=self.block), item))
         self.flush()
 
     def flush(self) -> bool:
         """Try to hand queued messages to ZeroMQ; True when none is left waiting."""
+        while self.in_flight and self.in_flight[0][0].done:
+            self.in_flight.popleft()
         while self.outbox:
-            frames = self.outbox[0]
+            frames, item = self.outbox[0]
             size = sum(len(f) for f in frames)
+            big = size >= self.track_bytes
             try:
-                self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=size < self.track_bytes)
+                tracker = self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=not big, track=big)
             except zmq.Again:
                 return False
             self.outbox.popleft()
+            if big and tracker is not None:
+                self.in_flight.append((tracker, item))
             self.messages += 1
             self.bytes += size
         return True
