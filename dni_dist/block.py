@@ -62,7 +62,7 @@ class Block:
         if msg.kind is Kind.ACTIVATION:
             if msg.labels is None:
                 raise ProtocolError(f"{msg.describe()} carries no labels", reason="wrong_shape")
-            return self._run(self.stages[0].forward(msg.step, msg.tensor, msg.labels))
+            return self._run(self.stages[0].forward(msg.step, msg.tensor, msg.labels, msg.id))
         outbound: list[Message] = []
         for t in targets:
             outbound += self._run(self.stages[t - self.first].receive(msg))
@@ -82,7 +82,7 @@ class Block:
                 busy = True
                 if msg.kind is Kind.ACTIVATION:
                     assert msg.labels is not None
-                    self._post(stage.forward(msg.step, msg.tensor, msg.labels), outbound)
+                    self._post(stage.forward(msg.step, msg.tensor, msg.labels, msg.id), outbound)
                 else:
                     self._post(stage.receive(msg), outbound)
         return outbound

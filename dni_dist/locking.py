@@ -1,12 +1,16 @@
-"""Table 1 of the paper, and the same three columns measured from what each update waited for.
+"""Table 1 of the paper, and the same three columns derived from what each update depended on.
 
     from dni_dist.locking import TABLE1, locking
-    locking({"gradient": 20})   # {'update_locked': True, 'backward_locked': True, 'direct_error': False}
+    locking(1, {"activation@0+gradient@2": 20})
+    # {'update_locked': True, 'backward_locked': True, 'direct_error': False}
     TABLE1["sg"]                # (False, False, False): what the paper says for synthetic gradients
 
-A stage counts its updates by what it waited for before applying them ("none", "gradient" from
-the next stage, or the broadcast "output_error"); the in-process trainer, the ZeroMQ summary and
-the reproductions all derive the columns from those counts with `locking`.
+Every weight update of a stage records the received messages it used: the activation it ran on
+and the gradient or output error it applied (dni_dist.stage_stats.UpdateRecord, counted by
+signature "kind@producing stage"). The columns follow from that record alone, not from which
+code path ran: an update is *update-locked* if it used a message produced by a later stage,
+*backward-locked* if it used the next stage's backward pass (its gradient message), and
+*direct-error* if it used the output error broadcast by the last stage.
 """
 
 from __future__ import annotations
@@ -26,9 +30,25 @@ TABLE1: dict[str, tuple[bool, bool, bool]] = {
 """Per credit-assignment method: (update locked, backward locked, direct error), as published."""
 
 
-def locking(update_waits: Mapping[str, int]) -> dict[str, bool]:
-    """Table 1's columns for one interface from its update counts by what they waited for:
-    update locked (waited on anything downstream), backward locked (on the neighbour's gradient),
-    direct error (on the broadcast output error)."""
-    gradient, error = update_waits.get("gradient", 0), update_waits.get("output_error", 0)
-    return {"update_locked": gradient + error > 0, "backward_locked": gradient > 0, "direct_error": error > 0}
+def dependency_ids(signature: str) -> list[tuple[str, int]]:
+    """[(kind, producing stage), ...] of one signature ('activation@0+gradient@2'; 'none')."""
+    if signature == "none":
+        return []
+    out = []
+    for part in signature.split("+"):
+        kind, _, stage = part.partition("@")
+        if not stage.isdigit():
+            raise ValueError(f"dependency signature {signature!r}: expected kind@stage parts joined by '+'")
+        out.append((kind, int(stage)))
+    return out
+
+
+def locking(stage: int, dependencies: Mapping[str, int]) -> dict[str, bool]:
+    """Table 1's columns for the interface on the output of `stage`, from its updates counted
+    by dependency signature (StageStats.dependencies)."""
+    used = {d for sig, n in dependencies.items() if n > 0 for d in dependency_ids(sig)}
+    return {
+        "update_locked": any(producer > stage for _, producer in used),
+        "backward_locked": ("gradient", stage + 1) in used,
+        "direct_error": any(kind == "output_error" for kind, _ in used),
+    }

@@ -46,6 +46,18 @@ class MarkerKind(str, enum.Enum):
     CHECKPOINT = "checkpoint"  # forward: save the state after `step` (a consistent cut), pass it on
 
 
+@dataclass(frozen=True, order=True)
+class MessageId:
+    """Names one message of a run: at most one of each kind leaves a stage per step."""
+
+    kind: str  # a Kind value
+    step: int
+    stage: int  # the stage that produced it
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.stage}:{self.step}"
+
+
 @dataclass(frozen=True)
 class Message:
     kind: Kind
@@ -53,6 +65,10 @@ class Message:
     sender: int  # stage index
     tensor: torch.Tensor
     labels: torch.Tensor | None = None  # one-hot targets, carried with activations
+
+    @property
+    def id(self) -> MessageId:
+        return MessageId(self.kind.value, self.step, self.sender)
 
     def describe(self) -> str:
         return f"{self.kind.value} step {self.step} from stage {self.sender} {tuple(self.tensor.shape)}"

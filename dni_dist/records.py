@@ -31,7 +31,7 @@ _MAX_BUCKETS = 4096  # with 1 % buckets: values from 1e-9 to 1e9 fit; beyond, th
 
 
 class _Lag(Protocol):
-    """What LagLog reads of a record (stage.LagRecord)."""
+    """What LagLog reads of a record (stage_stats.LagRecord)."""
 
     @property
     def steps(self) -> int: ...

@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,10 +36,10 @@ from torch import nn
 from dni_dist.config import OptimConfig, SyntheticConfig
 from dni_dist.feedback import direct_feedback_matrix, to_feedback_alignment
 from dni_dist.losses import accuracy, get_loss, output_width
-from dni_dist.messages import Kind, Message
+from dni_dist.messages import Kind, Message, MessageId
 from dni_dist.optim import lr_factor, make_optimizer
-from dni_dist.records import LagLog, Recent
 from dni_dist.sg_step import sg_step
+from dni_dist.stage_stats import LagRecord, SGRecord, StageStats, UpdateRecord
 from dni_dist.synthetic import SyntheticGradient, make_synthetic_gradient
 
 log = logging.getLogger(__name__)
@@ -106,32 +106,7 @@ class _Pending:
     h: torch.Tensor  # output; still attached to the graph while the update is pending
     y: torch.Tensor
     sent_at: float  # time.monotonic() of the forward, for lag in seconds
-
-
-@dataclass(frozen=True)
-class LagRecord:
-    """Age of a gradient / target / output error when it arrived (the interface's staleness)."""
-
-    step: int
-    steps: int  # steps this stage had forwarded past `step` by then
-    seconds: float  # wall time since `step` was forwarded
-
-
-@dataclass(frozen=True)
-class SGRecord:
-    step: int
-    loss: float  # mse(SG(h, y), N·δ) before the SG update
-    cosine: float  # between SG(h, y) and N·δ, over the whole batch
-
-
-@dataclass
-class StageStats:
-    updates: int = 0
-    waits: Counter[str] = field(default_factory=Counter)  # update count by what it waited for
-    # bounded (dni_dist.records): the newest entries plus run-long counts and lag quantiles
-    sg: Recent[SGRecord] = field(default_factory=Recent)
-    lags: LagLog = field(default_factory=LagLog)
-    train: Recent[tuple[int, float, float]] = field(default_factory=Recent)  # last stage: (step, loss, acc)
+    source: MessageId | None  # the activation it ran on (None at stage 0: data)
 
 
 class Stage:
@@ -201,8 +176,9 @@ class Stage:
         return Kind.OUTPUT_ERROR if self.spec.out_method in DIRECT_METHODS else Kind.GRADIENT
 
     # -- events -----------------------------------------------------------------------------
-    def forward(self, step: int, x: torch.Tensor, y: torch.Tensor) -> list[Message]:
-        """Run the module on a training batch (the data at stage 0, a received activation after)."""
+    def forward(self, step: int, x: torch.Tensor, y: torch.Tensor, source: MessageId | None = None) -> list[Message]:
+        """Run the module on a training batch (the data at stage 0, a received activation after,
+        named by `source` for the dependency record)."""
         spec = self.spec
         if not self.ready_for_forward:
             raise ProtocolError(
@@ -231,17 +207,18 @@ class Stage:
         x = x.detach().requires_grad_(needs_x_grad)
         with torch.enable_grad():
             h = self.module(x)
+        src = () if source is None else (source,)
         if spec.is_last:
-            return self._finish_last(step, x if needs_x_grad else None, h, y)
+            return self._finish_last(step, x if needs_x_grad else None, h, y, src)
         out = [Message(Kind.ACTIVATION, step, spec.index, h.detach(), y)]
         if spec.out_method == "sg":
             assert self.sg is not None
             with torch.no_grad():
                 g = self.sg(h.detach(), y) / h.shape[0]
-            out += self._update(step, x if needs_x_grad else None, h, g, waited=None)
-            self.pending[step] = _Pending(None, h.detach(), y, time.monotonic())
+            out += self._update(step, x if needs_x_grad else None, h, g, waited=None, deps=src)
+            self.pending[step] = _Pending(None, h.detach(), y, time.monotonic(), source)
         else:
-            self.pending[step] = _Pending(x if needs_x_grad else None, h, y, time.monotonic())
+            self.pending[step] = _Pending(x if needs_x_grad else None, h, y, time.monotonic(), source)
         return out
 
     def receive(self, msg: Message) -> list[Message]:
@@ -269,18 +246,19 @@ class Stage:
             )
         del self.pending[msg.step]
         self.stats.lags.append(LagRecord(msg.step, self.last_step - msg.step, time.monotonic() - entry.sent_at))
+        deps = (msg.id,) if entry.source is None else (entry.source, msg.id)
         if msg.kind is Kind.OUTPUT_ERROR:
             assert self.feedback is not None
             g = (msg.tensor @ self.feedback).view(entry.h.shape)  # e·B, one flat row per example
-            return self._update(msg.step, entry.x, entry.h, g, waited="output_error")
+            return self._update(msg.step, entry.x, entry.h, g, waited="output_error", deps=deps)
         if spec.out_method == "sg":
             if msg.step % self.sg_every == 0:  # synthetic.update_every: the other targets only free the step
                 self._train_sg(msg.step, entry.h, entry.y, msg.tensor, beta=None)
             return []
         if spec.out_method == "sg_beta":
             g = self._train_sg(msg.step, entry.h, entry.y, msg.tensor, beta=spec.beta)
-            return self._update(msg.step, entry.x, entry.h, g, waited="gradient")
-        return self._update(msg.step, entry.x, entry.h, msg.tensor, waited="gradient")
+            return self._update(msg.step, entry.x, entry.h, g, waited="gradient", deps=deps)
+        return self._update(msg.step, entry.x, entry.h, msg.tensor, waited="gradient", deps=deps)
 
     def to(self, device: torch.device) -> Stage:
         """Move the module, SG module and feedback matrix (before the first step)."""
@@ -303,6 +281,7 @@ class Stage:
             "last_step": self.last_step,
             "updates": self.stats.updates,
             "waits": dict(self.stats.waits),
+            "dependencies": dict(self.stats.dependencies),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -322,6 +301,7 @@ class Stage:
         self.last_step = int(state["last_step"])
         self.stats.updates = int(state["updates"])
         self.stats.waits = Counter({str(k): int(v) for k, v in state["waits"].items()})
+        self.stats.dependencies = Counter({str(k): int(v) for k, v in state.get("dependencies", {}).items()})
         self.pending.clear()
 
     @torch.no_grad()
@@ -330,7 +310,9 @@ class Stage:
         return self.module(x)  # type: ignore[no-any-return]
 
     # -- internals --------------------------------------------------------------------------
-    def _finish_last(self, step: int, x: torch.Tensor | None, h: torch.Tensor, y: torch.Tensor) -> list[Message]:
+    def _finish_last(
+        self, step: int, x: torch.Tensor | None, h: torch.Tensor, y: torch.Tensor, deps: tuple[MessageId, ...]
+    ) -> list[Message]:
         broadcast = self.spec.broadcast_error
         with torch.enable_grad():
             if not h.requires_grad:  # an empty (identity) last stage whose input needs no grad
@@ -339,17 +321,25 @@ class Stage:
                 h.retain_grad()  # e = ∂L/∂ŷ comes out of the same backward pass
             loss = self.loss_fn(h, y)
         self.stats.train.append((step, float(loss.detach()), accuracy(h.detach(), y)))
-        out = self._update(step, x, loss, None, waited=None)
+        out = self._update(step, x, loss, None, waited=None, deps=deps)
         if broadcast:
             assert h.grad is not None
             out.append(Message(Kind.OUTPUT_ERROR, step, self.spec.index, h.grad.detach()))
         return out
 
     def _update(
-        self, step: int, x: torch.Tensor | None, h: torch.Tensor, g: torch.Tensor | None, *, waited: str | None
+        self,
+        step: int,
+        x: torch.Tensor | None,
+        h: torch.Tensor,
+        g: torch.Tensor | None,
+        *,
+        waited: str | None,
+        deps: tuple[MessageId, ...],
     ) -> list[Message]:
         """Backpropagate g into h (or a scalar loss h when g is None), step the optimizer, and
-        return the input gradient for the previous stage when it wants one."""
+        return the input gradient for the previous stage when it wants one. `deps`: the received
+        messages g and h came from (the dependency record)."""
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
         if h.requires_grad:
@@ -364,6 +354,7 @@ class Stage:
             self.scheduler.step()
         self.stats.updates += 1
         self.stats.waits[waited or "none"] += 1
+        self.stats.record_update(UpdateRecord(step, deps))
         return out
 
     def _train_sg(

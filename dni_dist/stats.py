@@ -21,6 +21,9 @@ from typing import Any
 from dni_dist.records import Quantiles
 from dni_dist.stage import Stage
 
+RECENT_UPDATES = 16
+"""Newest update records per interface kept in a block's stats (with their message ids)."""
+
 
 def percentiles(values: Iterable[float]) -> dict[str, float | int]:
     """p50, p90, max and count of `values` (nearest-rank; zeros when empty)."""
@@ -49,7 +52,9 @@ class BlockStats:
     lag_seconds: dict[str, float | int]
     waits: dict[str, float]  # idle seconds by what the block waited for (ZeroMQ only)
     update_waits: dict[str, int]  # updates by what they waited for, over the block's stages
-    interfaces: list[dict[str, Any]]  # per outgoing interface: stage, method, update_waits
+    # per outgoing interface: stage, method, update_waits, dependencies (update count by signature,
+    # dni_dist.locking) and recent_updates ([step, [[kind, step, producing stage], ...]], newest last)
+    interfaces: list[dict[str, Any]]
     rejected: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     restarts: int = 0
@@ -107,7 +112,13 @@ class BlockStats:
             waits={k: round(v, 6) for k, v in sorted((waits or {}).items())},
             update_waits=dict(update_waits),
             interfaces=[
-                {"stage": s.spec.index, "method": s.spec.out_method, "update_waits": dict(s.stats.waits)}
+                {
+                    "stage": s.spec.index,
+                    "method": s.spec.out_method,
+                    "update_waits": dict(s.stats.waits),
+                    "dependencies": dict(s.stats.dependencies),
+                    "recent_updates": [r.to_list() for r in s.stats.updates_log[-RECENT_UPDATES:]],
+                }
                 for s in stages
                 if s.spec.out_method is not None
             ],

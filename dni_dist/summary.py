@@ -82,7 +82,7 @@ def summarize(
         "restarts": restarts or [],
         "blocks": stats,
         "locking": [
-            {"stage": i["stage"], "method": i["method"], **locking(i["update_waits"])}
+            {"stage": i["stage"], "method": i["method"], **locking(i["stage"], i["dependencies"])}
             for s in stats
             for i in s["interfaces"]
         ],

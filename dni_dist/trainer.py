@@ -32,7 +32,8 @@ from dni_dist.losses import accuracy, get_loss
 from dni_dist.models import assemble
 from dni_dist.recipes import config_from_dict
 from dni_dist.snapshots import Snapshots
-from dni_dist.stage import Stage, StageStats
+from dni_dist.stage import Stage
+from dni_dist.stage_stats import StageStats
 from dni_dist.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,9 @@ class TrainResult:
         return [s.stats for s in self.stages]
 
     def locking(self) -> list[dict[str, bool]]:
-        """Per interface, Table 1's columns as measured from what the stage above it waited for
-        (dni_dist.locking)."""
-        return [locking(stage.stats.waits) for stage in self.stages[:-1]]
+        """Per interface, Table 1's columns derived from the messages the updates of the stage
+        below it depended on (dni_dist.locking)."""
+        return [locking(stage.spec.index, stage.stats.dependencies) for stage in self.stages[:-1]]
 
     def summary(self) -> dict[str, object]:
         return {

@@ -6,7 +6,9 @@ with the locking columns *measured* from what every update waited for.
 
 A ReLU+BN MLP on the bundled MNIST subset, an interface after every hidden layer, one method at
 a time. Writes unified.csv (method,update_locked,backward_locked,direct_error,test_accuracy),
-unified.json and a Markdown table beside the paper's.
+unified.json, a Markdown table beside the paper's, and unified_updates.csv: the newest updates
+of every interface with the messages each depended on (message kind and step, and the stage and
+block that produced it), the record the locking columns are derived from.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from dni_dist.recipes import config_from_dict
 
 METHODS = ("bp", "fa", "dfa", "kb", "sg", "sg_beta")
 NAMES = {"bp": "Backprop", "fa": "FA", "dfa": "DFA", "kb": "Kickback", "sg": "SG", "sg_beta": "SG + β (conspiring)"}
+UPDATE_COLUMNS = (
+    "method", "stage", "block", "update_step", "message", "message_step", "producer_stage", "producer_block",
+)  # fmt: skip
+"""unified_updates.csv: one row per (update, message it used); message 'none' for an update that used none."""
 PAPER = {m: tuple("yes" if v else "no" for v in row) for m, row in TABLE1.items()}
 """Table 1 as published (dni_dist.locking.TABLE1), in the yes/no words of the CSV."""
 
@@ -53,22 +59,38 @@ def measure(method: str, opts: ExperimentOptions) -> dict[str, Any]:
             s = launch(cfg, LaunchOptions(blocks=4, out=Path(tmp), live=False))
         interfaces = s["locking"]
         accuracy = s["final"]["test_accuracy"]
+        block_of = {st: b["block"] for b in s["blocks"] for st in range(b["stages"][0], b["stages"][1] + 1)}
+        records = [(i["stage"], r) for b in s["blocks"] for i in b["interfaces"] for r in i["recent_updates"]]
     else:
         from dni_dist.trainer import train
 
         result = train(cfg)
         interfaces = result.locking()
         accuracy = result.test_accuracy
+        block_of = {}  # one process: every stage in block 0
+        records = [(st.spec.index, r.to_list()) for st in result.stages[:-1] for r in st.stats.updates_log]
     cols = {c: {i[c] for i in interfaces} for c in COLUMNS}
     if any(len(v) != 1 for v in cols.values()):
         raise RuntimeError(f"{method}: interfaces disagree on locking: {interfaces}")
-    return {"method": method, **{c: _yes(next(iter(v))) for c, v in cols.items()}, "test_accuracy": accuracy}
+    updates = [
+        dict(zip(UPDATE_COLUMNS, (method, st, block_of.get(st, 0), step, kind, mstep, src, block_of.get(src, 0))))
+        for st, (step, deps) in records
+        for kind, mstep, src in deps or [["none", -1, -1]]
+    ]
+    row = {"method": method, **{c: _yes(next(iter(v))) for c, v in cols.items()}, "test_accuracy": accuracy}
+    return {**row, "updates": updates}
 
 
 def run(opts: ExperimentOptions) -> ExperimentResult:
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
-    rows = [measure(m, opts) for m in METHODS]
+    measured = [measure(m, opts) for m in METHODS]
+    rows = [{k: v for k, v in r.items() if k != "updates"} for r in measured]
+    with open(out / "unified_updates.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(UPDATE_COLUMNS))
+        writer.writeheader()
+        for r in measured:
+            writer.writerows(r["updates"])
     with open(out / "unified.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["method", *COLUMNS, "test_accuracy"])
         writer.writeheader()
@@ -85,9 +107,10 @@ def run(opts: ExperimentOptions) -> ExperimentResult:
         f"`dni-repro unified{' --quick' if opts.quick else ''}{' --distributed' if opts.distributed else ''}`: "
         f"ReLU+BN MLP with {cfg.model.depth} hidden layers of {cfg.model.width}, an interface after every hidden "
         f"layer, {cfg.run.steps} steps of batch {cfg.data.batch_size} on the bundled MNIST subset, {where}. "
-        "Locking is measured: an update is *update-locked* if it waited for anything from below, "
-        "*backward-locked* if it waited for its neighbour's gradient, *direct error* if it waited for "
-        "the broadcast output error.",
+        "Locking is derived from the dependency record: every update records the received messages it "
+        "used (`unified_updates.csv`: message kind and step, producing stage and block); an update is "
+        "*update-locked* if it used a message produced by a later stage, *backward-locked* if it used "
+        "the next stage's gradient, *direct error* if it used the output error broadcast by the last stage.",
         "",
         "| method | update locked | backward locked | direct error | paper (u/b/d) | test accuracy |",
         "|---|---|---|---|---|---:|",
@@ -105,4 +128,5 @@ def run(opts: ExperimentOptions) -> ExperimentResult:
         "gradient needs the target). Only SG updates every block without waiting on anything below it.",
         "",
     ]
-    return ExperimentResult("unified", "\n".join(lines), ["unified.csv", "unified.json"], key)
+    files = ["unified.csv", "unified.json", "unified_updates.csv"]
+    return ExperimentResult("unified", "\n".join(lines), files, key)

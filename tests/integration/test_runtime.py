@@ -56,14 +56,20 @@ def test_free_running_locking_is_measured_as_in_table1(tmp_path: Path) -> None:
         upstream = s["blocks"][:-1]
         for b in upstream:
             assert sum(b["update_waits"].values()) == 20, b
-            if method == "sg":  # updated at once, never waited on anything from below
-                assert b["update_waits"] == {"none": 20}
+            (interface,) = b["interfaces"]
+            stage = interface["stage"]
+            assert sum(interface["dependencies"].values()) == 20, interface
+            # the newest updates with the ids of the messages they used: kind, step, producing stage
+            used = {(kind, producer) for _, deps in interface["recent_updates"] for kind, _, producer in deps}
+            below = {("activation", stage - 1)} if stage else set()
+            if method == "sg":  # updated at once, on nothing but its own input
+                assert used == below
                 assert not {"gradient", "output_error"} & set(b["waits"]), b["waits"]
-            elif method in ("dfa", "kb"):  # waited for the broadcast output error, never the neighbour
-                assert b["update_waits"] == {"output_error": 20}
+            elif method in ("dfa", "kb"):  # the broadcast output error, never the neighbour's gradient
+                assert used == below | {("output_error", 2)}
                 assert "gradient" not in b["waits"]
             else:
-                assert b["update_waits"] == {"gradient": 20}
+                assert used == below | {("gradient", stage + 1)}
         measured = {(i["update_locked"], i["backward_locked"], i["direct_error"]) for i in s["locking"]}
         assert measured == {expected}, (method, s["locking"])
         rows.append((method, *expected))

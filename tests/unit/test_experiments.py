@@ -73,6 +73,13 @@ def test_unified_measures_the_papers_table1(repro: Path) -> None:
     for r in rows:
         assert (r["update_locked"], r["backward_locked"], r["direct_error"]) == PAPER[r["method"]]
         assert float(r["test_accuracy"]) > 0.3  # all learn (chance: 0.1)
+    # the record behind the columns: every update with the messages it used and who produced them
+    updates = csv_rows(repro / "unified_updates.csv")
+    for method in PAPER:
+        mine = [u for u in updates if u["method"] == method]
+        assert mine and all(u["message"] == "none" or u["message_step"] == u["update_step"] for u in mine)
+        later = {u["message"] for u in mine if int(u["producer_stage"]) > int(u["stage"])}
+        assert later == {"sg": set(), "dfa": {"output_error"}, "kb": {"output_error"}}.get(method, {"gradient"})
 
 
 def test_mnist_depth_every_regime_learns_and_curves_are_written(repro: Path) -> None:

@@ -13,7 +13,7 @@ from dni_dist import TrainConfig, config_from_dict, train
 from dni_dist.block import Block
 from dni_dist.data import load_dataset
 from dni_dist.feedback import FeedbackLinear
-from dni_dist.locking import TABLE1
+from dni_dist.locking import TABLE1, locking
 from dni_dist.models import build_layers
 from dni_dist.topology import Topology
 
@@ -130,6 +130,51 @@ def test_measured_locking_matches_table1(method: str) -> None:
     for interface in result.locking():
         got = (interface["update_locked"], interface["backward_locked"], interface["direct_error"])
         assert got == TABLE1[method]
+
+
+# what every update of stage i used, as (kind, producing stage, step offset from the update's step)
+EXPECTED_DEPS = {
+    "sg": lambda i, last: [("activation", i - 1)] if i else [],
+    "sg_beta": lambda i, last: [("activation", i - 1)] * bool(i) + [("gradient", i + 1)],
+    "bp": lambda i, last: [("activation", i - 1)] * bool(i) + [("gradient", i + 1)],
+    "fa": lambda i, last: [("activation", i - 1)] * bool(i) + [("gradient", i + 1)],
+    "dfa": lambda i, last: [("activation", i - 1)] * bool(i) + [("output_error", last)],
+    "kb": lambda i, last: [("activation", i - 1)] * bool(i) + [("output_error", last)],
+}
+
+
+@pytest.mark.parametrize("method", list(TABLE1))
+def test_every_update_records_the_messages_it_used(method: str) -> None:
+    """The record Table 1 is derived from: each update names the messages (kind, step, producing
+    stage) its weight change used, all of the step it applied."""
+    steps = 6
+    result = train(_mnist_cfg(method, steps=steps), dataset=load_dataset("mnist", subset=True))
+    last = len(result.stages) - 1
+    for stage in result.stages[:-1]:
+        i = stage.spec.index
+        log = list(stage.stats.updates_log)
+        assert [r.step for r in log] == list(range(steps)) and stage.stats.updates == steps
+        for r in log:
+            assert sorted((d.kind, d.stage) for d in r.deps) == sorted(EXPECTED_DEPS[method](i, last)), r
+            assert {d.step for d in r.deps} <= {r.step}, r
+        assert sum(stage.stats.dependencies.values()) == steps
+
+
+def test_locking_follows_from_the_record_not_from_the_method() -> None:
+    """The derivation reads only who produced the messages an update used."""
+    assert locking(0, {"none": 5}) == {"update_locked": False, "backward_locked": False, "direct_error": False}
+    assert locking(2, {"activation@1": 5}) == {"update_locked": False, "backward_locked": False, "direct_error": False}
+    # a gradient from two stages down is update-locking but is not the neighbour's backward pass
+    assert locking(1, {"activation@0+gradient@3": 1}) == {
+        "update_locked": True,
+        "backward_locked": False,
+        "direct_error": False,
+    }
+    assert locking(1, {"activation@0+gradient@2": 1, "activation@0": 9})["backward_locked"]
+    assert locking(0, {"output_error@3": 2}) == {"update_locked": True, "backward_locked": False, "direct_error": True}
+    assert locking(1, {"activation@0+gradient@2": 0}) == locking(1, {})  # signatures that never occurred
+    with pytest.raises(ValueError, match="kind@stage"):
+        locking(0, {"gradient": 3})
 
 
 def test_fifty_layer_mlp_with_sg_between_every_pair_of_layers_trains() -> None:

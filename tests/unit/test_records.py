@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from dni_dist.records import RELATIVE_ERROR, Quantiles, Recent
-from dni_dist.stage import LagRecord, StageStats
+from dni_dist.stage_stats import LagRecord, StageStats
 from dni_dist.stats import percentiles
 
 

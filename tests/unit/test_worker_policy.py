@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from dni_dist import RuntimeConfig, config_from_dict
 from dni_dist.block import Block
-from dni_dist.stage import LagRecord
+from dni_dist.stage_stats import LagRecord
 from dni_dist.topology import Topology, assign_blocks
 from dni_dist.worker.admission import Admission
 
