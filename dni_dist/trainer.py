@@ -129,9 +129,12 @@ def train(
     overrides: Mapping[str, Any] | None = None,
     dataset: Dataset | None = None,
     progress: Callable[[int, float], None] | None = None,
+    monitor: Callable[[int, Sequence[Stage]], None] | None = None,
 ) -> TrainResult:
     """Train `cfg` (default: the built-in defaults, plus `overrides` such as {"credit.method": "bp"})
-    in one process; `progress(step, loss)` is called after every step.
+    in one process; `progress(step, loss)` is called after every step, and so is
+    `monitor(step, stages)` (for analyses that read the live stages and SG modules; it must not
+    change them).
 
     `stages`: your own stage modules, trained in place instead of the config's model (its
     [model] and [split] are then unused, except model.loss). Stage 0 gets N x C x H x W images
@@ -185,6 +188,8 @@ def train(
         result.snapshots.take(step, [s.module for s in built])
         if progress is not None:
             progress(step, loss)
+        if monitor is not None:
+            monitor(step, built)
     result.wall_seconds = time.perf_counter() - start
     point = evaluate(model, ds.x_test, y_test, cfg.model.loss)
     result.evals.append(EvalPoint(cfg.run.steps, point.loss, point.accuracy))
