@@ -191,7 +191,8 @@ class SyntheticConfig:
     """The synthetic-gradient module of every `sg`/`sg_beta` interface."""
 
     # auto: conv for [N, C, H, W] activations, linear otherwise | linear (zero-init) | mlp | conv
-    # (conv layers, the last zero-init) | sigmoid (σ(linear) − y, for log loss at the output)
+    # (conv layers, the last zero-init) | sigmoid (σ(linear) − y for log loss; inside the network
+    # (σ(linear) − y)·B: the form of a log-loss gradient behind a linear map)
     kind: str = "auto"
     conditioning: str = "activation+label"  # activation+label (cDNI) | activation | label
     hidden: int = 1024  # mlp: units per hidden layer
@@ -373,14 +374,7 @@ class TrainConfig:
         if self.model.factory and self.model.layers < 1:
             return
         cuts = self.split.resolve(self.model.num_layers)
-        methods = self.credit.methods(len(cuts))
-        _check(
-            self.synthetic.kind != "sigmoid"
-            or all(m not in ("sg", "sg_beta") or c == self.model.num_layers for m, c in zip(methods, cuts)),
-            "synthetic.kind",
-            "the sigmoid head predicts ∂L/∂logits and only fits an interface at the output "
-            "(split.placement = 'output')",
-        )
+        self.credit.methods(len(cuts))  # raises when credit.per_interface does not match the cuts
         if self.model.loss == "bce":
             from dni_dist.data import dataset_shape  # late import: data imports config
 

@@ -10,8 +10,10 @@
   prediction costs 2·N·d·r multiply-adds instead of N·d² (`synthetic.rank`).
 - mlp: ReLU hidden layers, the output layer zero-initialised (also starts at 0).
 - sigmoid: SG(z, y) = σ(z·A + y·C + b) − y, for log loss at the output (paper §4). It models
-  ∂L/∂logits = p − y, whose linear fit fails on separable data; it needs dim(h) = dim(y), or
-  one logit and two classes (`bce`), where it is σ(·) − y₁ with y₁ the positive class.
+  ∂L/∂logits = p − y, whose linear fit fails on separable data; with one logit and two classes
+  (`bce`) it is σ(·) − y₁, y₁ the positive class. Inside the network (dim(h) ≠ dim(y)) it is
+  (σ(h·A + y·C + b) − y)·B with B: [classes, dim(h)]: the gradient of a log loss behind a linear
+  map, exact for the hidden layers of a deep linear classifier. A, C, b and B start at zero.
 - conv: for [N, C, H, W] activations, a few conv layers, the last zero-initialised, with the
   label as constant channels (dni_dist/synthetic_conv.py).
 - auto (the config default): conv for [N, C, H, W] activations, linear otherwise.
@@ -79,12 +81,10 @@ class SyntheticGradient(nn.Module):
         self.use_h = conditioning in ("activation+label", "activation")
         self.use_y = conditioning in ("activation+label", "label")
         self.binary = kind == "sigmoid" and act_dim == 1 and label_dim == 2  # one logit, y₁ = positive class
+        # a hidden interface: (σ(·) − y)·B maps the per-class error back to the activation
+        self.B: nn.Parameter | None = None
         if kind == "sigmoid" and act_dim != label_dim and not self.binary:
-            raise ValueError(
-                f"the sigmoid SG head predicts σ(·) − y and needs activation width ({act_dim}) == "
-                f"label width ({label_dim}), or one logit and two classes; use it at the output "
-                "interface (split.placement = 'output')"
-            )
+            self.B = nn.Parameter(torch.zeros(label_dim, act_dim))
         if rank and kind not in ("linear", "conv"):
             raise ValueError(f"synthetic.rank={rank} applies to a linear or conv SG, this interface's SG is {kind!r}")
         self.A: nn.Parameter | None = None
@@ -95,13 +95,14 @@ class SyntheticGradient(nn.Module):
         self.mlp: nn.Sequential | None = None
         self.conv: ConvSGNet | None = None
         if kind in ("linear", "sigmoid"):
+            out_dim = label_dim if self.B is not None else act_dim
             if rank and self.use_h:
                 self.U = nn.Parameter(torch.randn(act_dim, rank) / math.sqrt(act_dim))
                 self.V = nn.Parameter(torch.zeros(rank, act_dim))
             elif self.use_h:
-                self.A = nn.Parameter(torch.zeros(act_dim, act_dim))
-            self.C = nn.Parameter(torch.zeros(label_dim, act_dim)) if self.use_y else None
-            self.b = nn.Parameter(torch.zeros(act_dim))
+                self.A = nn.Parameter(torch.zeros(act_dim, out_dim))
+            self.C = nn.Parameter(torch.zeros(label_dim, out_dim)) if self.use_y else None
+            self.b = nn.Parameter(torch.zeros(out_dim))
         elif kind == "mlp":
             in_dim = (act_dim if self.use_h else 0) + (label_dim if self.use_y else 0)
             parts: list[nn.Module] = []
@@ -152,7 +153,8 @@ class SyntheticGradient(nn.Module):
             inputs = [t for t, use in ((h, self.use_h), (y, self.use_y)) if use]
             return self.mlp(torch.cat(inputs, dim=1))  # type: ignore[no-any-return]
         if self.kind == "sigmoid":
-            return torch.sigmoid(self._linear(h, y)) - (y[:, 1:] if self.binary else y)
+            error = torch.sigmoid(self._linear(h, y)) - (y[:, 1:] if self.binary else y)
+            return error if self.B is None else error @ self.B
         return self._linear(h, y)
 
     @torch.no_grad()

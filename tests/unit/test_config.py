@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ({"split": {"placement": "explicit", "cuts": [9]}, "model": {"depth": 3}}, "split.cuts"),
         ({"split": {"placement": "even", "stages": 9}, "model": {"depth": 3}}, "split.stages"),
         ({"credit": {"per_interface": ["sg", "bp"]}}, "credit.per_interface"),
-        ({"synthetic": {"kind": "sigmoid"}}, "synthetic.kind"),
+        ({"synthetic": {"kind": "sigmoid", "conditioning": "label"}}, "synthetic.conditioning"),
         ({"model": {"width": "wide"}}, "model.width"),
         ({"model": {"colour": "red"}}, "model.colour"),
         ({"modle": {}}, "modle"),

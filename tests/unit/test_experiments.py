@@ -41,8 +41,10 @@ def test_report_has_every_section(repro: Path) -> None:
 
 def test_table2_mse_reaches_the_optimum_and_log_loss_shows_the_plateau(repro: Path) -> None:
     rows = csv_rows(repro / "table2.csv")
-    assert list(rows[0]) == ["dataset", "model", "loss", "sg", "difference", "backprop_difference", "paper_difference"]
-    by = {(r["dataset"], r["model"], r["loss"], r["sg"]): r for r in rows}
+    assert list(rows[0]) == ["dataset", "model", "loss", "sg", "init", "difference", "backprop_difference",
+                             "paper_difference"]  # fmt: skip
+    by = {(r["dataset"], r["model"], r["loss"], r["sg"]): r for r in rows if r["init"] == "random"}
+    zero = {r["dataset"]: r for r in rows if r["init"] == "zero"}
     assert all(float(r["difference"]) < 1e-5 for r in rows if r["loss"] == "mse")
     lin, sig = by["linear2", "shallow", "log", "linear"], by["linear2", "shallow", "log", "sigmoid"]
     assert float(lin["difference"]) > float(lin["backprop_difference"]), "linear SG plateaus on separable data"
@@ -54,6 +56,12 @@ def test_table2_mse_reaches_the_optimum_and_log_loss_shows_the_plateau(repro: Pa
     bce, bce_sig = by["noisy2", "shallow", "bce", "linear"], by["noisy2", "shallow", "bce", "sigmoid"]
     assert float(bce["difference"]) > 1e-5 > 100 * max(float(bce["backprop_difference"]), 1e-8)
     assert float(bce_sig["difference"]) < 1e-6
+    # the deep model's sigmoid SG, (σ(hA + yC + b) − y)·B, reaches the optimum like the shallow ones
+    assert all(float(r["difference"]) < 1e-4 for r in rows if r["model"] == "deep" and r["sg"] == "sigmoid")
+    assert {r["dataset"] for r in rows if r["model"] == "deep" and r["sg"] == "sigmoid"} == {"noisy2", "random2"}
+    # from all-zero weights: the separable set still plateaus well above backprop
+    assert set(zero) == {"linear2", "noisy2", "random2"}
+    assert float(zero["linear2"]["difference"]) > 2 * float(zero["linear2"]["backprop_difference"])
 
 
 def test_critical_point_sg_stalls_where_backprop_does_not(repro: Path) -> None:

@@ -73,12 +73,20 @@ def test_conditioning_selects_inputs() -> None:
     assert mlp(h, y).shape == (3, 4)
 
 
-def test_sigmoid_head_predicts_p_minus_y_shape_and_rejects_hidden_interfaces() -> None:
+def test_sigmoid_head_predicts_p_minus_y_at_the_output_and_behind_a_map_inside() -> None:
     sg = SyntheticGradient(kind="sigmoid", conditioning="activation+label", act_dim=2, label_dim=2)
     y = F.one_hot(torch.tensor([0, 1]), 2).float()
     torch.testing.assert_close(sg(torch.randn(2, 2), y), 0.5 - y)  # σ(0) − y at initialisation
-    with pytest.raises(ValueError, match="output interface"):
-        SyntheticGradient(kind="sigmoid", conditioning="activation+label", act_dim=8, label_dim=2)
+    hidden = SyntheticGradient(kind="sigmoid", conditioning="activation+label", act_dim=8, label_dim=2)
+    h = torch.randn(2, 8)
+    assert torch.equal(hidden(h, y), torch.zeros(2, 8))  # B = 0: a fresh SG leaves the block unchanged
+    # it can express a deep linear classifier's hidden gradient exactly: (softmax(hW) − y)·Wᵀ
+    W = torch.randn(8, 2)
+    with torch.no_grad():
+        hidden.A.copy_(W @ torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))  # σ(z₁ − z₂) = softmax(z)₁ for 2 logits
+        hidden.B.copy_(W.T)
+    expected = (torch.softmax(h @ W, dim=1) - y) @ W.T
+    torch.testing.assert_close(hidden(h, y), expected)
 
 
 @pytest.mark.parametrize("rank", [0, 2])
