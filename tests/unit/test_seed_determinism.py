@@ -17,9 +17,13 @@ RECIPE = {
 }
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp"])
-def test_same_seed_same_weights_whatever_the_global_rng(kind: str) -> None:
-    cfg = config_from_dict({**RECIPE, "synthetic": {**RECIPE["synthetic"], "kind": kind}})
+@pytest.mark.parametrize(
+    ("kind", "method"), [("linear", "sg"), ("mlp", "sg"), ("linear", "fa"), ("linear", "dfa"), ("linear", "kb")]
+)
+def test_same_seed_same_weights_whatever_the_global_rng(kind: str, method: str) -> None:
+    """Model, SG modules (an MLP SG has random hidden layers), FA/DFA/Kickback feedback matrices
+    and the data order all derive from run.seed: the global RNG's state changes nothing."""
+    cfg = config_from_dict({**RECIPE, "synthetic": {**RECIPE["synthetic"], "kind": kind}, "credit": {"method": method}})
     torch.manual_seed(12345)
     a = train(cfg)
     torch.manual_seed(999)
@@ -32,4 +36,7 @@ def test_same_seed_same_weights_whatever_the_global_rng(kind: str) -> None:
             assert sb.sg is not None
             for pa, pb in zip(sa.sg.parameters(), sb.sg.parameters()):
                 assert torch.equal(pa, pb)
+        if sa.feedback is not None:  # DFA / Kickback (FA's matrices are buffers in the state dict)
+            assert sb.feedback is not None and torch.equal(sa.feedback, sb.feedback)
+    assert a.train_loss == b.train_loss  # the same batches in the same order
     assert a.test_accuracy == b.test_accuracy
