@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from dni_dist.experiments.base import ExperimentOptions, ExperimentResult
 
@@ -82,6 +83,7 @@ def run(opts: ExperimentOptions) -> ExperimentResult:
     axes[1].plot(sg["loss"], label="SG: loss")
     axes[1].plot(sg["c"], label="SG module output c")
     axes[1].set(xlabel="step", title=f"SG stalls at (a, b) = ({sg['a'][-1]:.2f}, {sg['b'][-1]:.2f}), c = 0")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(out / "critical_point.png", dpi=110)
