@@ -212,24 +212,28 @@ def _train_all(todo: list[Job], quick: bool, what: str) -> list[dict[str, Any]]:
     return results
 
 
-def choose_lrs(opts: ExperimentOptions) -> tuple[dict[tuple[str, int, str], float], list[dict[str, Any]]]:
-    """Per (dataset, depth, regime): the learning rate of the budget's `lrs` with the best accuracy
-    on the validation split (ReLU, seed opts.seed); and every sweep run."""
+LrKey = tuple[str, int, str, str]  # dataset, depth, activation, regime
+
+
+def choose_lrs(opts: ExperimentOptions) -> tuple[dict[LrKey, float], list[dict[str, Any]]]:
+    """Per (dataset, depth, activation, regime): the learning rate of the budget's `lrs` with the
+    best accuracy on the validation split (seed opts.seed); and every sweep run."""
     todo = [
-        Job(Net(d, depth, "relu", regime, opts.seed), lr, validation=True)
+        Job(Net(d, depth, act, regime, opts.seed), lr, validation=True)
         for d in datasets(opts.quick)
         for depth, b in budgets(opts.quick).items()
+        for act in ACTIVATIONS
         for regime in REGIMES
         for lr in b.lrs
     ]
     sweep = _train_all(todo, opts.quick, "learning-rate sweep")
-    best: dict[tuple[str, int, str], dict[str, Any]] = {}
+    best: dict[LrKey, dict[str, Any]] = {}
     for e in sweep:
-        k = (e["dataset"], e["depth"], e["regime"])
+        k = (e["dataset"], e["depth"], e["activation"], e["regime"])
         if k not in best or e["test_accuracy"] > best[k]["test_accuracy"]:
             best[k] = e
     for e in sweep:
-        e["chosen"] = best[(e["dataset"], e["depth"], e["regime"])] is e
+        e["chosen"] = best[(e["dataset"], e["depth"], e["activation"], e["regime"])] is e
     return {k: float(e["lr"]) for k, e in best.items()}, sweep
 
 
@@ -237,7 +241,7 @@ def run(opts: ExperimentOptions) -> ExperimentResult:
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     lrs, sweep = choose_lrs(opts)
-    jobs = [Job(net, lrs[(net.dataset, net.depth, net.regime)]) for net in nets(opts)]
+    jobs = [Job(net, lrs[(net.dataset, net.depth, net.activation, net.regime)]) for net in nets(opts)]
     results = _train_all(jobs, opts.quick, "train")
     if opts.distributed:  # seed opts.seed's ReLU SG nets again, as 4 processes
         for job, e in zip(jobs, results):
@@ -322,7 +326,10 @@ def summarize(results: list[dict[str, Any]], sweep: list[dict[str, Any]], opts: 
         "budgets": {str(d): asdict(b) for d, b in budgets(opts.quick).items()},
         "validation_images": VALIDATION,
         "lr_chosen": {
-            f"{e['dataset']}/{e['depth']}/{e['regime']}": {"lr": e["lr"], "validation_accuracy": e["test_accuracy"]}
+            f"{e['dataset']}/{e['depth']}/{e['activation']}/{e['regime']}": {
+                "lr": e["lr"],
+                "validation_accuracy": e["test_accuracy"],
+            }
             for e in sweep
             if e["chosen"]
         },

@@ -41,18 +41,19 @@ def markdown(key: dict[str, Any]) -> str:
         "accuracy (%) in evaluation mode (BatchNorm's running statistics), mean ± sample standard deviation "
         f"over {seeds} seeds (min–max). Every net: `mnist_depth_final.csv`; curves: `mnist_depth.png`.",
         "",
-        f"Learning rates, chosen per depth and regime from {{{lrs}}} by accuracy on a validation split (the "
-        f"last {key['validation_images']:,} training images, ReLU, first seed; every run in "
-        "`mnist_depth_lr.csv`), then used for both activations and every seed:",
+        f"Learning rates, chosen per depth, activation and regime from {{{lrs}}} by accuracy on a validation "
+        f"split (the last {key['validation_images']:,} training images, first seed; every run in "
+        "`mnist_depth_lr.csv`), then used for every seed:",
         "",
-        "| dataset | hidden layers | backprop | one SG (middle) | SG every layer |",
-        "|---|---:|---|---|---|",
+        "| dataset | hidden layers | activation | backprop | one SG (middle) | SG every layer |",
+        "|---|---:|---|---|---|---|",
     ]
+    activations = sorted({c["activation"] for c in cells.values()}, key=["relu", "tanh"].index)
     for dataset in sorted({c["dataset"] for c in cells.values()}):
-        for depth in depths:
-            chosen = [key["lr_chosen"][f"{dataset}/{depth}/{r}"] for r in NAMES]
+        for depth, act in ((d, a) for d in depths for a in activations):
+            chosen = [key["lr_chosen"][f"{dataset}/{depth}/{act}/{r}"] for r in NAMES]
             lines.append(
-                f"| {dataset} | {depth} | "
+                f"| {dataset} | {depth} | {act} | "
                 + " | ".join(f"{c['lr']:g} (val. {100 * c['validation_accuracy']:.1f})" for c in chosen)
                 + " |"
             )
@@ -65,7 +66,7 @@ def markdown(key: dict[str, Any]) -> str:
             "|---:|---|---:|---:|---:|---:|",
         ]
         for depth in depths:
-            for act in sorted({c["activation"] for c in cells.values()}, key=["relu", "tanh"].index):
+            for act in activations:
                 row = {r: cells[f"{dataset}/{depth}/{act}/{r}"] for r in NAMES}
                 gap = 100 * (row["sg_middle"]["mean"] - row["backprop"]["mean"])
                 lines.append(f"| {depth} | {act} | " + " | ".join(_pct(row[r]) for r in NAMES) + f" | {gap:+.1f} |")

@@ -99,10 +99,10 @@ def test_mnist_depth_every_regime_learns_and_sg_chains_drift_from_the_true_gradi
     for act in ("relu", "tanh"):  # one SG in the middle stays well ahead of an SG between every pair of layers
         for seed in ("0", "1"):
             assert acc["6", act, "sg_middle", seed] > acc["6", act, "sg_every", seed] + 0.05
-    # the learning rates were chosen on the validation split, one per depth and regime
+    # the learning rates were chosen on the validation split, one per depth, activation and regime
     sweep = csv_rows(repro / "mnist_depth_lr.csv")
-    chosen = [(r["depth"], r["regime"]) for r in sweep if r["chosen"] == "1"]
-    assert sorted(chosen) == sorted({(r["depth"], r["regime"]) for r in sweep})
+    chosen = [(r["depth"], r["activation"], r["regime"]) for r in sweep if r["chosen"] == "1"]
+    assert sorted(chosen) == sorted({(r["depth"], r["activation"], r["regime"]) for r in sweep})
     # SG everywhere: at the end, the SG next to the loss matches the true gradient better than the lowest one
     sg = csv_rows(repro / "mnist_depth_sg.csv")
     every = [r for r in sg if r["regime"] == "sg_every" and r["depth"] == "6" and r["step_from"] == "135"]
