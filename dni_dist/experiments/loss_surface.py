@@ -107,8 +107,8 @@ def late_remark(key: dict[str, Any]) -> str:
     agree = worse == "log loss"
     return (
         f"Late in training (step {step}) the median rank correlation over the five SGs is {top['mse']:.2f} with MSE "
-        f"(mean true loss {last['mse']['mean_loss']:.4f}) and {top['log']:.2f} with log loss "
-        f"({last['log']['mean_loss']:.4f}): the fit degrades more with {worse}. The paper remarks that with log loss "
+        f"(mean true loss {last['mse']['mean_loss']:.2g}) and {top['log']:.2f} with log loss "
+        f"({last['log']['mean_loss']:.2g}): the fit degrades more with {worse}. The paper remarks that with log loss "
         "on separable data a linear SG has trouble close to the end of training while MSE has none; "
         + ("this run agrees." if agree else "this run shows the reverse, and we have not established why.")
         + _collapse(key["mse"])
@@ -122,7 +122,7 @@ def _collapse(per_step: dict[str, Any]) -> str:
         if float(np.median(v["rank_correlation"])) < 0.5:
             return (
                 f" The MSE fit first falls below a median correlation of 0.5 at step {step}, at a mean true loss "
-                f"of {v['mean_loss']:.4f}; the paper saw its fits drop when the true loss was around 0.001."
+                f"of {v['mean_loss']:.2g}; the paper saw its fits drop when the true loss was around 0.001."
             )
     return ""
 
@@ -181,7 +181,7 @@ def run(opts: ExperimentOptions) -> ExperimentResult:
     for loss, per_step in key.items():
         for step, v in per_step.items():
             rcs = " | ".join(f"{rc:.3f}" for rc in v["rank_correlation"])
-            lines.append(f"| {loss} | {step} | {v['mean_loss']:.4f} | {rcs} |")
+            lines.append(f"| {loss} | {step} | {v['mean_loss']:.3g} | {rcs} |")
     lines += ["", late_remark(key), ""]
     files = ["loss_surface.json", "loss_surface.csv", "loss_surface_mse.png", "loss_surface_log.png"]
     return ExperimentResult("loss-surface", "\n".join(lines), files, key)
