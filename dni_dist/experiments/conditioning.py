@@ -50,7 +50,7 @@ def run(opts: ExperimentOptions) -> ExperimentResult:
         w.writerow(["loss", "conditioning", "step", "mean_rank_correlation", "final_loss"])
         for e in key.values():
             for step, rc in e["mean_rank_correlation"].items():
-                w.writerow([e["loss"], e["conditioning"], step, f"{rc:.4f}", f"{e['final_loss']:.6f}"])
+                w.writerow([e["loss"], e["conditioning"], step, f"{rc:.4f}", f"{e['final_loss']:.6g}"])
     steps = list(next(iter(key.values()))["mean_rank_correlation"])
     lines = [
         "## SG conditioning (Figure 9)",
@@ -64,6 +64,6 @@ def run(opts: ExperimentOptions) -> ExperimentResult:
     ]
     for e in key.values():
         cells = " | ".join(f"{e['mean_rank_correlation'][s]:.3f}" for s in steps)
-        lines.append(f"| {e['loss']} | {e['conditioning']} | {cells} | {e['fidelity']:.3f} | {e['final_loss']:.4f} |")
+        lines.append(f"| {e['loss']} | {e['conditioning']} | {cells} | {e['fidelity']:.3f} | {e['final_loss']:.3g} |")
     lines.append("")
     return ExperimentResult("conditioning", "\n".join(lines), ["conditioning.json", "conditioning.csv"], key)
