@@ -90,12 +90,13 @@ def markdown(key: dict[str, Any]) -> str:
         "bootstrapped from the SG above it; *fit* is the cosine between its output and that target, *true* "
         "the cosine between its output and the gradient that backprop through the whole network would give "
         "(a fixed batch of 512 training images, measured at the end of each tenth of training). Averaged "
-        "over seeds; median and lowest over the layers, first and last tenth of training "
-        "(`mnist_depth_sg.csv`, `mnist_depth_sg.png`).",
+        "over seeds; median and lowest over the layers, first and last tenth of training; *SG loss*: the "
+        "median over the layers of its regression loss in the last tenth (`mnist_depth_sg.csv`, "
+        "`mnist_depth_sg.png`).",
         "",
         "| dataset | hidden layers | activation | fit, first | fit, last | true, first | true, last "
-        "| true, last, lowest layer | true, last, worst layer |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| true, last, lowest layer | true, last, worst layer | SG loss, last |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for k, prof in key["sg_every"].items():
         dataset, depth, act = k.split("/")
@@ -105,10 +106,11 @@ def markdown(key: dict[str, Any]) -> str:
 
         low = prof[min(prof, key=int)]["true_cosine_last"]
         worst = min(prof, key=lambda layer: prof[layer]["true_cosine_last"])
+        sg_loss = statistics.median(v["sg_loss_last"] for v in prof.values())
         lines.append(
             f"| {dataset} | {depth} | {act} | {med('cosine_first')} | {med('cosine_last')} | "
             f"{med('true_cosine_first')} | {med('true_cosine_last')} | {low:.3f} | "
-            f"{prof[worst]['true_cosine_last']:.3f} (layer {worst}) |"
+            f"{prof[worst]['true_cosine_last']:.3f} (layer {worst}) | {sg_loss:.3g} |"
         )
     lines.append("")
     return "\n".join(lines)
