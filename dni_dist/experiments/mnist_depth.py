@@ -1,7 +1,7 @@
 """Figure 4: deep BatchNorm MLPs (ReLU and tanh), backprop vs one SG in the middle of the stack vs
 an SG between every pair of layers, over several seeds, on full-size data.
 
-    dni-repro mnist-depth --out runs/repro                  # depths 6, 20, 50; 3 seeds (about an hour)
+    dni-repro mnist-depth --out runs/repro                  # depths 6, 20, 50; 3 seeds (about an hour on 2 cores)
     dni-repro mnist-depth --out runs/repro --quick          # depths 3 and 6, 64 units, 2 seeds
     dni-repro mnist-depth --out runs/repro --distributed    # plus seed 0's ReLU SG nets on 4 ZeroMQ processes
 
