@@ -32,6 +32,7 @@ MAX_HEADER_BYTES = 4096
 MAX_TENSOR_BYTES = 256 * 1024 * 1024  # per frame; ZMQ_MAXMSGSIZE is set to the same cap
 MAX_DIMS = 4
 MAX_STEP = 2**62
+ALIGNMENT = 64  # bytes: received tensors start on such a boundary (copied when their frame does not)
 
 
 class Kind(str, enum.Enum):
@@ -166,7 +167,11 @@ def _tensor(spec: Any, frame: Any, what: str, max_bytes: int) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype)
     with warnings.catch_warnings():  # zmq frames are read-only; received tensors are never written in place
         warnings.simplefilter("ignore", UserWarning)
-        return torch.frombuffer(frame, dtype=dtype).reshape(shape)
+        tensor = torch.frombuffer(frame, dtype=dtype).reshape(shape)
+    # a frame's bytes may start anywhere; some CPU kernels (oneDNN convolutions among them) round
+    # differently on memory that is not 64-byte aligned, so such a tensor is copied to an aligned one
+    # (torch allocates aligned): a received activation then computes exactly as in one process
+    return tensor if tensor.data_ptr() % ALIGNMENT == 0 else tensor.clone()
 
 
 def decode(

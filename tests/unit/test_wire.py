@@ -35,6 +35,23 @@ def test_roundtrip_gradient_non_contiguous_and_markers() -> None:
     assert decode(encode(Marker(MarkerKind.END, 7, 0), run=RUN, block=0), run=RUN) == Marker(MarkerKind.END, 7, 0)
 
 
+@pytest.mark.parametrize("offset", [0, 4, 8, 36])
+def test_received_tensors_start_on_a_64_byte_boundary(offset: int) -> None:
+    """A frame's bytes may start anywhere (offset into a receive buffer); a misaligned tensor
+    would make some CPU kernels round differently than on the sender's side, so decode copies
+    it to an aligned one. Aligned frames stay zero-copy."""
+    t = torch.randn(8, 16)
+    header, body = encode(Message(Kind.GRADIENT, 3, 1, t), run=RUN, block=1)
+    storage = torch.zeros(len(body) + 128, dtype=torch.uint8)
+    start = (-storage.data_ptr()) % 64 + offset  # `offset` bytes past a 64-byte boundary
+    storage[start : start + len(body)] = torch.frombuffer(bytearray(bytes(body)), dtype=torch.uint8)
+    frame = storage.numpy().data[start : start + len(body)]
+    got = decode([header, frame], run=RUN)
+    assert isinstance(got, Message) and torch.equal(got.tensor, t)
+    assert got.tensor.data_ptr() % 64 == 0
+    assert (got.tensor.data_ptr() == storage.data_ptr() + start) == (offset == 0)  # copied only when needed
+
+
 def header_of(msg: Message) -> dict:  # type: ignore[type-arg]
     return msgpack.unpackb(encode(msg, run=RUN, block=0)[0])  # type: ignore[no-any-return]
 
