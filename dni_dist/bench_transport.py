@@ -11,7 +11,8 @@ tensor bytes of the timed messages over the receiver's time from the first to th
              floor any messaging on ZeroMQ pays.
 - dni:       a gradient `Message` of a float32 [128, size / 512] tensor through `ZmqSender` and
              `ZmqReceiver` with the runtime's socket options (HWM 4, zero-copy tracked sends of
-             big frames, msgpack header, validation, a tensor view on the received frame), plaintext.
+             big frames, msgpack header, validation, a tensor view on the received frame, or
+             an aligned copy of it when it does not start on a 64-byte boundary), plaintext.
 - dni-curve: the same, CURVE-encrypted (the runtime's default; docs/security.md).
 
 The result is MB/s per (mode, endpoint, size) and dni / raw as a ratio.
