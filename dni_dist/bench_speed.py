@@ -278,14 +278,15 @@ def markdown(result: dict[str, Any]) -> str:
     t = result["transport"]
     if t["ratio_to_raw"]:
         sizes = t["sizes"]
-        lines += ["", "Transport, dni_dist messages / raw pyzmq PUSH/PULL (median of paired ratios; raw MB/s below):",
+        lines += ["", "Transport, dni_dist messages / raw pyzmq PUSH/PULL on the same kind of socket (dni-curve / raw "
+                  "pyzmq with CURVE; median of paired ratios; raw MB/s below):",
                   "", "| mode / endpoint | " + " | ".join(f"{s >> 10} KiB" for s in sizes) + " |",
                   "|---|" + "---:|" * len(sizes)]  # fmt: skip
         for key, by_size in t["ratio_to_raw"].items():
             lines.append(f"| {key} | " + " | ".join(f"{by_size[str(s)]:.2f}" for s in sizes) + " |")
-        for e in {k.split("/")[1] for k in t["ratio_to_raw"]}:
-            raw = [statistics.median(r[f"raw/{e}"][s] for r in t["mb_per_s"]) for s in sizes]
-            lines.append(f"| raw/{e} MB/s | " + " | ".join(f"{v:.0f}" for v in raw) + " |")
+        for key in sorted(k for k in t["mb_per_s"][0] if k.startswith("raw")):
+            raw = [statistics.median(r[key][s] for r in t["mb_per_s"]) for s in sizes]
+            lines.append(f"| {key} MB/s | " + " | ".join(f"{v:.0f}" for v in raw) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,11 +11,16 @@ tensor bytes of the timed messages over the receiver's time from the first to th
              floor any messaging on ZeroMQ pays.
 - dni:       a gradient `Message` of a float32 [128, size / 512] tensor through `ZmqSender` and
              `ZmqReceiver` with the runtime's socket options (HWM 4, zero-copy tracked sends of
-             big frames, msgpack header, validation, a tensor view on the received frame, or
-             an aligned copy of it when it does not start on a 64-byte boundary), plaintext.
-- dni-curve: the same, CURVE-encrypted (the runtime's default; docs/security.md).
+             big frames, msgpack header, validation, a tensor view on the received frame), as a
+             free-running block receives, plaintext.
+- dni-lockstep: the same as a lockstep block receives: a frame that does not start on a 64-byte
+             boundary (libzmq's receive buffers mostly do not) is copied to an aligned tensor.
+- raw-curve: raw pyzmq again, with CURVE keys on both sockets: the floor for encrypted messaging.
+- dni-curve: dni, CURVE-encrypted (the runtime's default; docs/security.md).
 
-The result is MB/s per (mode, endpoint, size) and dni / raw as a ratio.
+The receiver waits on a poller and then drains every message that is waiting, as a worker does.
+The result is MB/s per (mode, endpoint, size) and, as ratios, dni / raw, dni-lockstep / raw and
+dni-curve / raw-curve: what dni_dist adds over the same ZeroMQ socket, with and without encryption.
 """
 
 from __future__ import annotations
@@ -32,7 +37,12 @@ from typing import Annotated, Any
 import typer
 import zmq
 
-MODES = ("raw", "dni", "dni-curve")
+MODES = ("raw", "dni", "dni-lockstep", "raw-curve", "dni-curve")
+PARTNER = {
+    "dni": "raw",
+    "dni-lockstep": "raw",
+    "dni-curve": "raw-curve",
+}  # each dni mode against the raw socket it runs on
 ENDPOINTS = ("ipc", "tcp")
 DEFAULT_SIZES = "64K,256K,1M,4M,16M"
 WARMUP = 5
@@ -52,21 +62,23 @@ def parse_size(text: str) -> int:
 
 
 def count_for(size: int) -> int:
-    """Timed messages per size: about 256 MB, between 20 and 2000 messages."""
-    return max(20, min(2000, (256 << 20) // size))
+    """Timed messages per size: about 768 MB, between 20 and 3000 messages (long enough for the
+    scheduling noise of two busy processes on a small machine to average out)."""
+    return max(20, min(3000, (768 << 20) // size))
 
 
 def _socket(ctx: zmq.Context[Any], kind: int, mode: str, keys: dict[str, str]) -> zmq.Socket[Any]:
-    from dni_dist.transport import Curve, TransportConfig, make_socket
+    from dni_dist.transport import Curve, TransportConfig, make_socket, secure
 
-    if mode == "raw":
-        raw: zmq.Socket[Any] = ctx.socket(kind)
-        return raw
     curve = None
     server = kind == zmq.PULL
-    if mode == "dni-curve":
+    if mode.endswith("-curve"):
         mine = "server" if server else "client"
         curve = Curve(keys[f"{mine}_public"].encode(), keys[f"{mine}_secret"].encode())
+    if mode.startswith("raw"):
+        raw: zmq.Socket[Any] = ctx.socket(kind)
+        secure(raw, curve, server_key=None if server or curve is None else keys["server_public"].encode())
+        return raw
     return make_socket(
         ctx,
         kind,
@@ -85,7 +97,8 @@ def recv(mode: str, address: str, sizes: str, keys: str) -> None:
     sock = _socket(ctx, zmq.PULL, mode, json.loads(keys))
     sock.bind(address)
     print("ready", flush=True)
-    rx = ZmqReceiver(sock, run=RUN, expect_block=0, allowed=frozenset({"gradient"}), prefix="[bench]", edge="bench")
+    rx = ZmqReceiver(sock, run=RUN, expect_block=0, allowed=frozenset({"gradient"}), prefix="[bench]", edge="bench",
+                     align=mode == "dni-lockstep")  # fmt: skip
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     result: dict[int, float] = {}
@@ -93,15 +106,17 @@ def recv(mode: str, address: str, sizes: str, keys: str) -> None:
         n = WARMUP + count_for(size)
         got, start = 0, 0.0
         while got < n:
-            if mode == "raw":
+            if mode.startswith("raw"):
                 sock.recv(copy=False)
+                waiting = True
             else:
                 poller.poll(10_000)
-                if rx.recv() is None:
-                    continue
-            got += 1
-            if got == WARMUP + 1:
-                start = time.perf_counter()
+                waiting = rx.recv() is not None
+            while waiting:
+                got += 1
+                if got == WARMUP + 1:
+                    start = time.perf_counter()
+                waiting = got < n and not mode.startswith("raw") and rx.recv() is not None
         result[size] = (n - WARMUP - 1) * size / (time.perf_counter() - start) / 1e6
     print(json.dumps(result), flush=True)
     sock.close(linger=0)
@@ -124,7 +139,7 @@ def send(mode: str, address: str, sizes: str, keys: str) -> None:
         tensor = torch.ones(128, size // 512)
         payload = bytes(size)
         for step in range(WARMUP + count_for(size)):
-            if mode == "raw":
+            if mode.startswith("raw"):
                 sock.send(payload, copy=False)
                 continue
             tx.send(Message(Kind.GRADIENT, step, 0, tensor))
@@ -174,15 +189,17 @@ def run_transport(sizes: list[int], endpoints: list[str], modes: tuple[str, ...]
 
 
 def ratios(runs: list[dict[str, Any]], sizes: list[int], endpoints: list[str]) -> dict[str, dict[str, float]]:
-    """Median over rounds of the paired dni/raw ratio, per "<mode>/<endpoint>" and size."""
+    """Median over rounds of the paired ratio of each dni mode to its raw partner (dni / raw,
+    dni-curve / raw-curve), per "<mode>/<endpoint>" and size."""
     import statistics
 
     out: dict[str, dict[str, float]] = {}
     for e in endpoints:
-        for m in MODES[1:]:
-            out[f"{m}/{e}"] = {
-                str(s): statistics.median(r[f"{m}/{e}"][s] / r[f"raw/{e}"][s] for r in runs) for s in sizes
-            }
+        for m, raw in PARTNER.items():
+            if all(f"{m}/{e}" in r and f"{raw}/{e}" in r for r in runs):
+                out[f"{m}/{e}"] = {
+                    str(s): statistics.median(r[f"{m}/{e}"][s] / r[f"{raw}/{e}"][s] for r in runs) for s in sizes
+                }
     return out
 
 

@@ -106,16 +106,14 @@ class WireError(ValueError):
 def _tensor_header(t: torch.Tensor) -> dict[str, Any]:
     if t.dtype not in _DTYPE_NAMES:
         raise TypeError(f"cannot send dtype {t.dtype}; allowed: {', '.join(DTYPES)}")
-    return {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "nbytes": t.numel() * t.element_size()}
+    return {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "nbytes": t.nbytes}
 
 
 def tensor_bytes(t: torch.Tensor) -> memoryview:
     """A zero-copy byte view of a CPU tensor (contiguous copy only if needed)."""
-    t = t.detach()
     if t.device.type != "cpu":
         raise ValueError(f"move {t.device} tensors to (pinned) host memory before sending")
-    flat = t.contiguous().reshape(-1).view(torch.uint8)
-    return flat.numpy().data
+    return t.detach().contiguous().view(-1).view(torch.uint8).numpy().data
 
 
 def encode(item: Message | Marker, *, run: str, block: int) -> list[bytes | memoryview]:
@@ -141,7 +139,14 @@ def _int(header: dict[str, Any], key: str, lo: int, hi: int) -> int:
     return value
 
 
-def _tensor(spec: Any, frame: Any, what: str, max_bytes: int) -> torch.Tensor:
+# zmq frames are read-only and received tensors are never written in place; torch warns once per
+# process about such buffers, so that one warning is taken here, where it is silenced
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
+    torch.frombuffer(bytes(4), dtype=torch.uint8)
+
+
+def _tensor(spec: Any, frame: Any, what: str, max_bytes: int, align: bool) -> torch.Tensor:
     if not isinstance(spec, dict):
         raise WireError("bad_header", f"{what} description is {type(spec).__name__}, not a map")
     name = spec.get("dtype")
@@ -156,7 +161,7 @@ def _tensor(spec: Any, frame: Any, what: str, max_bytes: int) -> torch.Tensor:
     ):
         raise WireError("bad_shape", f"{what} shape {shape!r} is not 1-{MAX_DIMS} non-negative ints")
     nbytes = spec.get("nbytes")
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     expected = math.prod(shape) * itemsize
     size = len(frame)
     if nbytes != expected or size != expected:
@@ -165,13 +170,11 @@ def _tensor(spec: Any, frame: Any, what: str, max_bytes: int) -> torch.Tensor:
         raise WireError("too_large", f"{what}: {size} bytes exceeds the cap of {max_bytes}")
     if size == 0:
         return torch.empty(shape, dtype=dtype)
-    with warnings.catch_warnings():  # zmq frames are read-only; received tensors are never written in place
-        warnings.simplefilter("ignore", UserWarning)
-        tensor = torch.frombuffer(frame, dtype=dtype).reshape(shape)
+    tensor = torch.frombuffer(frame, dtype=dtype).view(shape)
     # a frame's bytes may start anywhere; some CPU kernels (oneDNN convolutions among them) round
-    # differently on memory that is not 64-byte aligned, so such a tensor is copied to an aligned one
-    # (torch allocates aligned): a received activation then computes exactly as in one process
-    return tensor if tensor.data_ptr() % ALIGNMENT == 0 else tensor.clone()
+    # differently on memory that is not 64-byte aligned, so with `align` such a tensor is copied to an
+    # aligned one (torch allocates aligned): a received activation then computes exactly as in one process
+    return tensor if not align or tensor.data_ptr() % ALIGNMENT == 0 else tensor.clone()
 
 
 def decode(
@@ -181,8 +184,13 @@ def decode(
     expect_block: int | None = None,
     allowed: frozenset[str] | None = None,
     max_bytes: int = MAX_TENSOR_BYTES,
+    align: bool = True,
 ) -> Message | Marker:
     """Validate and decode a multipart message (frames may be bytes or zmq.Frame buffers).
+    Tensors are read-only views of the frames; with `align`, a frame that does not start on a
+    64-byte boundary is copied instead (bit-for-bit equal arithmetic with one process, at the
+    cost of one copy: lockstep runs want it, free-running ones, which timing makes irreproducible
+    anyway, do not).
 
     Raises WireError(reason, detail) for anything malformed; never raises anything else for
     bad input, and never unpickles."""
@@ -230,8 +238,8 @@ def decode(
     want = 3 if has_labels else 2
     if len(frames) != want:
         raise WireError("bad_frames", f"{kind.value} with{'' if has_labels else 'out'} labels needs {want} frames")
-    tensor = _tensor(header, frames[1], "tensor", max_bytes)
-    labels = _tensor(header["labels"], frames[2], "labels", max_bytes) if has_labels else None
+    tensor = _tensor(header, frames[1], "tensor", max_bytes, align)
+    labels = _tensor(header["labels"], frames[2], "labels", max_bytes, align) if has_labels else None
     if labels is not None and (labels.dim() != 2 or tensor.dim() < 1 or labels.shape[0] != tensor.shape[0]):
         raise WireError("bad_shape", f"labels {tuple(labels.shape)} do not match batch {tuple(tensor.shape)}")
     return Message(kind, step, stage, tensor, labels)

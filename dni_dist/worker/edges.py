@@ -1,7 +1,7 @@
 """The sockets of one block: its edges to the neighbours, the output-error broadcast, the control
 channel to the launcher, and what it announces in the rendezvous.
 
-    edges = Edges(wcfg, first=False, last=False, subscribes=False, remote_subscribers=0)
+    edges = Edges(wcfg, first=False, last=False, subscribes=False, remote_subscribers=0, align=True)
     edges.open(rdv)                      # bind, publish, connect; block 0 also learns the resume step
     edges.dispatch(outbound, trim=...)   # Messages from Block.feed/deliver onto the right socket
     item = edges.act_in.recv()           # a validated Message/Marker, or None
@@ -52,6 +52,7 @@ class Edges:
         subscribes: bool,
         remote_subscribers: int,
         keys: RunKeys | None = None,
+        align: bool = True,
     ) -> None:
         self.wcfg = wcfg
         self.k = wcfg.block
@@ -72,6 +73,7 @@ class Edges:
         self.link_delay_s = 0.0
         self.stop_now = False  # the launcher said the run failed: leave without a final checkpoint
         self.keys = keys
+        self.align = align  # received tensors copied to 64-byte boundaries (lockstep: == one process)
         self.curve = None if keys is None else Curve(keys.public, keys.secret)
         self.auth: ThreadAuthenticator | None = None
         if keys is not None:  # the ZAP handler of this context: only the run's public keys get in
@@ -148,7 +150,8 @@ class Edges:
 
     def _receiver(self, sock: zmq.Socket[Any], sender: int, kinds: set[str], edge: str) -> ZmqReceiver:
         return ZmqReceiver(sock, run=self.wcfg.run_id, expect_block=sender, allowed=frozenset(kinds),
-                           prefix=self.prefix, edge=edge, max_bytes=self.wcfg.transport.max_tensor_bytes)  # fmt: skip
+                           prefix=self.prefix, edge=edge, max_bytes=self.wcfg.transport.max_tensor_bytes,
+                           align=self.align)  # fmt: skip
 
     def _sender(self, sock: zmq.Socket[Any]) -> ZmqSender:
         return ZmqSender(sock, run=self.wcfg.run_id, block=self.k, track_bytes=self.wcfg.transport.track_bytes)

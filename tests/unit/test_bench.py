@@ -60,7 +60,7 @@ def test_transport_sizes_and_a_real_measurement() -> None:
     assert parse_size("64K") == 65536 and parse_size("4M") == 4 << 20 and parse_size("1024") == 1024
     with pytest.raises(ValueError, match="multiple of 512"):
         parse_size("100")
-    assert count_for(16 << 20) == 20 and count_for(64 << 10) == 2000
+    assert count_for(64 << 20) == 20 and count_for(64 << 10) == 3000 and count_for(1 << 20) == 768
     got = measure("dni", "ipc", [64 << 10])
     assert set(got) == {64 << 10} and got[64 << 10] > 1.0  # MB/s
 

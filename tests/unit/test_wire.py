@@ -50,6 +50,9 @@ def test_received_tensors_start_on_a_64_byte_boundary(offset: int) -> None:
     assert isinstance(got, Message) and torch.equal(got.tensor, t)
     assert got.tensor.data_ptr() % 64 == 0
     assert (got.tensor.data_ptr() == storage.data_ptr() + start) == (offset == 0)  # copied only when needed
+    view = decode([header, frame], run=RUN, align=False)  # free-running blocks: never a copy
+    assert isinstance(view, Message) and torch.equal(view.tensor, t)
+    assert view.tensor.data_ptr() == storage.data_ptr() + start
 
 
 def header_of(msg: Message) -> dict:  # type: ignore[type-arg]
