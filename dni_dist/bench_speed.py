@@ -226,8 +226,8 @@ def summarize(runs: list[dict[str, Any]], transport: list[dict[str, Any]], o: Op
         },
         "transport": {
             "sizes": sizes,
-            "mb_per_s": transport,
-            "ratio_to_raw": transport_ratios(transport, sizes, list(o.endpoints)) if transport else {},
+            "mb_per_s": [r["mb_per_s"] for r in transport],
+            "ratio_to_raw": transport_ratios(transport) if transport else {},
         },
         "runs": runs,
     }
@@ -298,7 +298,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     names = list(result["table"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
-    colour = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    palette = plt.get_cmap("tab20")  # 10 dark shades first, then their light pairs: 20 distinct colours
+    colour = {n: palette((2 * i) % 20 + (2 * i) // 20 % 2) for i, n in enumerate(names)}
     speeds = [result["table"][n]["samples_per_second"] for n in names]
     ax1.barh(names, speeds, color=[colour[n] for n in names])
     for i, n in enumerate(names):

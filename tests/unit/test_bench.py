@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dni_dist.bench_speed import BASELINE, Options, summarize, variant_sets
-from dni_dist.bench_transport import count_for, measure, parse_size
+from dni_dist.bench_transport import burst_for, bursts_for, measure, parse_size, schedule
 
 
 def test_sg_variant_names_map_to_synthetic_settings() -> None:
@@ -60,9 +60,12 @@ def test_transport_sizes_and_a_real_measurement() -> None:
     assert parse_size("64K") == 65536 and parse_size("4M") == 4 << 20 and parse_size("1024") == 1024
     with pytest.raises(ValueError, match="multiple of 512"):
         parse_size("100")
-    assert count_for(64 << 20) == 20 and count_for(64 << 10) == 3000 and count_for(1 << 20) == 768
-    got = measure("dni", "ipc", [64 << 10])
-    assert set(got) == {64 << 10} and got[64 << 10] > 1.0  # MB/s
+    assert burst_for(256 << 10) == 128 and burst_for(64 << 20) == 8 and bursts_for(4 << 20) == 12
+    order = schedule([1024, 2048], ["raw", "dni"])  # both processes walk this; modes alternate direction
+    assert order[:4] == [(1024, 0, "raw"), (1024, 0, "dni"), (1024, 1, "dni"), (1024, 1, "raw")]
+    got = measure("ipc", [64 << 10], ("raw", "dni"))
+    assert set(got["mb_per_s"]) == {"raw/ipc", "dni/ipc"} and got["mb_per_s"]["dni/ipc"][64 << 10] > 1.0  # MB/s
+    assert 0 < got["burst_ratio"]["dni/ipc"][str(64 << 10)] < 10
 
 
 def test_gpu_check_moves_a_tensor_through_the_transport_unchanged(tmp_path: Path) -> None:
