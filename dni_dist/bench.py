@@ -45,7 +45,11 @@ def bench(
         str | None, typer.Option(help="run only these contestants (comma-separated; the baseline always runs)")
     ] = None,
     sg_variants: Annotated[
-        str, typer.Option(help="cheaper SG contestants: r<rank>, u<update_every> or both, e.g. r64,u4,r64u4")
+        str,
+        typer.Option(
+            help="cheaper SG contestants: r<rank>, k<conv SG kernel>, u<update_every> or a combination, "
+            "e.g. r64,u4,r64u4 (mlp) or k1,k1u4 (cnn)"
+        ),
     ] = "",
     transport_sizes: Annotated[str, typer.Option(help="transport line message sizes (empty: skip it)")] = DEFAULT_SIZES,
     endpoints: Annotated[str, typer.Option(help="transport line endpoints: ipc,tcp")] = "ipc,tcp",

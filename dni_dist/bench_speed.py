@@ -76,16 +76,15 @@ class Options:
 
 
 def variant_sets(name: str) -> dict[str, int]:
-    """'r64u4' -> {"synthetic.rank": 64, "synthetic.update_every": 4}."""
-    m = re.fullmatch(r"(?:r(\d+))?(?:u(\d+))?", name)
+    """'r64u4' -> {"synthetic.rank": 64, "synthetic.update_every": 4}; 'k1' -> {"synthetic.kernel": 1}."""
+    m = re.fullmatch(r"(?:r(\d+))?(?:k(\d+))?(?:u(\d+))?", name)
     if not name or m is None:
-        raise ValueError(f"SG variant {name!r}: write r<rank>, u<update_every> or both, e.g. r64, u4, r64u4")
-    sets = {}
-    if m.group(1):
-        sets["synthetic.rank"] = int(m.group(1))
-    if m.group(2):
-        sets["synthetic.update_every"] = int(m.group(2))
-    return sets
+        raise ValueError(
+            f"SG variant {name!r}: write r<rank>, k<conv SG kernel>, u<update_every> or a combination in that "
+            "order, e.g. r64, u4, r64u4, k1u4"
+        )
+    keys = ("synthetic.rank", "synthetic.kernel", "synthetic.update_every")
+    return {key: int(v) for key, v in zip(keys, m.groups(), strict=True) if v}
 
 
 def _curve(out: Path) -> list[list[float]]:
@@ -279,13 +278,14 @@ def markdown(result: dict[str, Any]) -> str:
     if t["ratio_to_raw"]:
         sizes = t["sizes"]
         lines += ["", "Transport, dni_dist messages / raw pyzmq PUSH/PULL on the same kind of socket (dni-curve / raw "
-                  "pyzmq with CURVE; median of paired ratios; raw MB/s below):",
+                  "pyzmq with CURVE; median over rounds of the burst-paired ratios; raw MB/s below):",
                   "", "| mode / endpoint | " + " | ".join(f"{s >> 10} KiB" for s in sizes) + " |",
                   "|---|" + "---:|" * len(sizes)]  # fmt: skip
         for key, by_size in t["ratio_to_raw"].items():
             lines.append(f"| {key} | " + " | ".join(f"{by_size[str(s)]:.2f}" for s in sizes) + " |")
         for key in sorted(k for k in t["mb_per_s"][0] if k.startswith("raw")):
-            raw = [statistics.median(r[key][s] for r in t["mb_per_s"]) for s in sizes]
+            # sizes are int keys in memory and str keys once bench.json has been read back
+            raw = [statistics.median(r[key].get(s, r[key].get(str(s))) for r in t["mb_per_s"]) for s in sizes]
             lines.append(f"| {key} MB/s | " + " | ".join(f"{v:.0f}" for v in raw) + " |")
     return "\n".join(lines) + "\n"
 

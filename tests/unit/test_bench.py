@@ -18,6 +18,7 @@ def test_sg_variant_names_map_to_synthetic_settings() -> None:
     assert variant_sets("r64") == {"synthetic.rank": 64}
     assert variant_sets("u4") == {"synthetic.update_every": 4}
     assert variant_sets("r32u2") == {"synthetic.rank": 32, "synthetic.update_every": 2}
+    assert variant_sets("k1u4") == {"synthetic.update_every": 4, "synthetic.kernel": 1}
     for bad in ("", "x", "u", "64", "u2r4"):
         with pytest.raises(ValueError, match="r<rank>"):
             variant_sets(bad)
