@@ -110,20 +110,32 @@ def _addresses(base: str, modes: list[str]) -> dict[str, str]:
     return {m: f"{host}:{int(port) + i}" for i, m in enumerate(names)}
 
 
+Sockets = tuple[zmq.Context[Any], dict[str, zmq.Socket[Any]], zmq.Socket[Any]]
+
+
+def _open(modes: list[str], address: str, keys: str, *, receiver: bool) -> Sockets:
+    """One side's context, its socket per mode and the acknowledgement socket: the receiver binds
+    PULLs (and the PUSH of its acknowledgements), the sender connects PUSHes (and a PULL)."""
+    addrs = _addresses(address, modes)
+    ctx: zmq.Context[Any] = zmq.Context()
+    key_map = json.loads(keys)
+    socks = {m: _socket(ctx, zmq.PULL if receiver else zmq.PUSH, m, key_map) for m in modes}
+    ack: zmq.Socket[Any] = ctx.socket(zmq.PUSH if receiver else zmq.PULL)
+    for name, sock in (*socks.items(), ("ack", ack)):
+        if receiver:
+            sock.bind(addrs[name])
+        else:
+            sock.connect(addrs[name])
+    return ctx, socks, ack
+
+
 @app.command("recv", hidden=True)
 def recv(modes: str, address: str, sizes: str, keys: str) -> None:
     """Receiver: bind, receive every burst, acknowledge it, print {mode: {size: [seconds per burst]}}."""
     from dni_dist.transport import ZmqReceiver
 
     mode_list = modes.split(",")
-    addrs = _addresses(address, mode_list)
-    ctx: zmq.Context[Any] = zmq.Context()
-    key_map = json.loads(keys)
-    socks = {m: _socket(ctx, zmq.PULL, m, key_map) for m in mode_list}
-    for m, sock in socks.items():
-        sock.bind(addrs[m])
-    ack = ctx.socket(zmq.PUSH)
-    ack.bind(addrs["ack"])
+    ctx, socks, ack = _open(mode_list, address, keys, receiver=True)
     print("ready", flush=True)
     rxs = {m: ZmqReceiver(socks[m], run=RUN, expect_block=0, allowed=frozenset({"gradient"}), prefix="[bench]",
                           edge="bench", align=m == "dni-lockstep") for m in mode_list}  # fmt: skip
@@ -165,14 +177,7 @@ def send(modes: str, address: str, sizes: str, keys: str) -> None:
     from dni_dist.transport import ZmqSender
 
     mode_list = modes.split(",")
-    addrs = _addresses(address, mode_list)
-    ctx: zmq.Context[Any] = zmq.Context()
-    key_map = json.loads(keys)
-    socks = {m: _socket(ctx, zmq.PUSH, m, key_map) for m in mode_list}
-    for m, sock in socks.items():
-        sock.connect(addrs[m])
-    ack = ctx.socket(zmq.PULL)
-    ack.connect(addrs["ack"])
+    ctx, socks, ack = _open(mode_list, address, keys, receiver=False)
     txs = {m: ZmqSender(socks[m], run=RUN, block=0) for m in mode_list}
     step = 0
     for size, _, mode in schedule([int(x) for x in sizes.split(",")], mode_list):

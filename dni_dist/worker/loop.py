@@ -75,7 +75,6 @@ class Worker:
         }
         subscribes = not self.is_last and any(self.first <= i <= self.last for i in subscribers)
         self.run_keys = None if wcfg.insecure or wcfg.keys is None else RunKeys.load(wcfg.keys, me=block_name(self.k))
-        # received tensors are aligned copies only in lockstep, the one mode that is bit-for-bit one process
         self.edges = Edges(wcfg, first=self.is_first, last=self.is_last, subscribes=subscribes,
                            remote_subscribers=len(remote), keys=self.run_keys, align=cfg.runtime.lockstep)  # fmt: skip
         self.admission = Admission(cfg.runtime, blocks=wcfg.blocks, prefix=self.prefix)
