@@ -284,8 +284,7 @@ def markdown(result: dict[str, Any]) -> str:
         for key, by_size in t["ratio_to_raw"].items():
             lines.append(f"| {key} | " + " | ".join(f"{by_size[str(s)]:.2f}" for s in sizes) + " |")
         for key in sorted(k for k in t["mb_per_s"][0] if k.startswith("raw")):
-            # sizes are int keys in memory and str keys once bench.json has been read back
-            raw = [statistics.median(r[key].get(s, r[key].get(str(s))) for r in t["mb_per_s"]) for s in sizes]
+            raw = [statistics.median(r[key][str(s)] for r in t["mb_per_s"]) for s in sizes]
             lines.append(f"| {key} MB/s | " + " | ".join(f"{v:.0f}" for v in raw) + " |")
     return "\n".join(lines) + "\n"
 

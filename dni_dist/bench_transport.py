@@ -179,10 +179,12 @@ def send(modes: str, address: str, sizes: str, keys: str) -> None:
     mode_list = modes.split(",")
     ctx, socks, ack = _open(mode_list, address, keys, receiver=False)
     txs = {m: ZmqSender(socks[m], run=RUN, block=0) for m in mode_list}
+    size_list = [int(x) for x in sizes.split(",")]
+    tensors = {size: torch.ones(128, size // 512) for size in size_list}
+    payloads = {size: bytes(t.view(-1).view(torch.uint8).numpy()) for size, t in tensors.items()}  # not the zero page
     step = 0
-    for size, _, mode in schedule([int(x) for x in sizes.split(",")], mode_list):
-        tensor = torch.ones(128, size // 512)
-        payload = bytes(tensor.view(-1).view(torch.uint8).numpy())  # real bytes, not the zero page
+    for size, _, mode in schedule(size_list, mode_list):
+        tensor, payload = tensors[size], payloads[size]
         sock, tx = socks[mode], txs[mode]
         for _ in range(burst_for(size)):
             step += 1
@@ -201,7 +203,7 @@ def send(modes: str, address: str, sizes: str, keys: str) -> None:
 
 
 def measure(endpoint: str, sizes: list[int], modes: tuple[str, ...] = MODES) -> dict[str, Any]:
-    """{"mb_per_s": {"<mode>/<endpoint>": {size: MB/s}}, "burst_ratio": {"<dni mode>/<endpoint>":
+    """{"mb_per_s": {"<mode>/<endpoint>": {"<size>": MB/s}}, "burst_ratio": {"<dni mode>/<endpoint>":
     {"<size>": median over bursts of (raw partner's seconds / this mode's seconds)}}}, from one
     receiver and one sender process that run every mode in alternating bursts (5 minutes at most)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -239,7 +241,7 @@ def measure(endpoint: str, sizes: list[int], modes: tuple[str, ...] = MODES) -> 
     }
     return {
         "mb_per_s": {
-            f"{m}/{endpoint}": {s: len(v) * (burst_for(s) - 1) * s / sum(v) / 1e6 for s, v in by_size.items()}
+            f"{m}/{endpoint}": {str(s): len(v) * (burst_for(s) - 1) * s / sum(v) / 1e6 for s, v in by_size.items()}
             for m, by_size in seconds.items()
         },
         "burst_ratio": {

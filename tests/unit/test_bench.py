@@ -65,7 +65,7 @@ def test_transport_sizes_and_a_real_measurement() -> None:
     order = schedule([1024, 2048], ["raw", "dni"])  # both processes walk this; modes alternate direction
     assert order[:4] == [(1024, 0, "raw"), (1024, 0, "dni"), (1024, 1, "dni"), (1024, 1, "raw")]
     got = measure("ipc", [64 << 10], ("raw", "dni"))
-    assert set(got["mb_per_s"]) == {"raw/ipc", "dni/ipc"} and got["mb_per_s"]["dni/ipc"][64 << 10] > 1.0  # MB/s
+    assert set(got["mb_per_s"]) == {"raw/ipc", "dni/ipc"} and got["mb_per_s"]["dni/ipc"][str(64 << 10)] > 1.0  # MB/s
     assert 0 < got["burst_ratio"]["dni/ipc"][str(64 << 10)] < 10
 
 
