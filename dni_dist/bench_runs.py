@@ -248,10 +248,10 @@ def run_pipelining(
                "off" if delay_ms < 0 else str(delay_ms),
                str(snapshot_every), model]  # fmt: skip
         procs.append(subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for p in procs:
-        text, _ = p.communicate(timeout=1800)
-        if p.returncode != 0:
-            raise RuntimeError(f"pipelining rank failed:\n{text[-2000:]}")
+    outputs = [p.communicate(timeout=1800)[0] for p in procs]
+    failed = [(r, text) for r, (p, text) in enumerate(zip(procs, outputs, strict=True)) if p.returncode != 0]
+    if failed:  # every failed rank's own output: a rank that lost its peer names only the symptom
+        raise RuntimeError("".join(f"pipelining rank {r} failed:\n{text[-1500:]}\n" for r, text in failed))
     seconds = max(float(json.loads((out / f"pp-{r}.json").read_text())["seconds"]) for r in range(ranks))
     return steps * BATCH / seconds
 
